@@ -1,0 +1,83 @@
+"""prioroute: Celery task priorities that actually work.
+
+Decorate tasks with a tier, call :func:`configure`, and a plain ``celery worker`` serves
+critical tasks first::
+
+    import prioroute
+
+    @prioroute.critical
+    @app.task
+    def deploy(): ...
+
+    prioroute.configure(app)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._build import DEFAULT_QUEUE, Layout, Settings, build
+from ._configure import configure, configured_registry, validate
+from ._errors import (
+    ConfigConflictError,
+    PriorouteError,
+    QueueConflictError,
+    RegistrationError,
+    TierError,
+    UnknownTaskError,
+    UnknownTierError,
+)
+from ._profiles import RABBITMQ, BrokerProfile, profile_for
+from ._registry import Registration, Registry, TierDecorator, default_registry
+from ._tiers import DEFAULT_TIERS, MAX_URGENCY, Retry, Tier
+
+__all__ = [
+    "DEFAULT_QUEUE",
+    "DEFAULT_TIERS",
+    "MAX_URGENCY",
+    "RABBITMQ",
+    "BrokerProfile",
+    "ConfigConflictError",
+    "Layout",
+    "PriorouteError",
+    "QueueConflictError",
+    "Registration",
+    "RegistrationError",
+    "Registry",
+    "Settings",
+    "Tier",
+    "TierDecorator",
+    "TierError",
+    "UnknownTaskError",
+    "UnknownTierError",
+    "build",
+    "configure",
+    "configured_registry",
+    "critical",
+    "default_registry",
+    "low",
+    "normal",
+    "profile_for",
+    "register",
+    "tier",
+    "validate",
+]
+
+#: ``@prioroute.critical``: register a task in the default registry's ``critical`` tier.
+critical: TierDecorator = default_registry.critical
+#: ``@prioroute.normal``: register a task in the default registry's ``normal`` tier.
+normal: TierDecorator = default_registry.normal
+#: ``@prioroute.low``: register a task in the default registry's ``low`` tier.
+low: TierDecorator = default_registry.low
+#: ``prioroute.register(task_or_name, tier, queue=None)`` on the default registry.
+register = default_registry.register
+#: ``prioroute.tier(name)``: a decorator for any tier of the default registry.
+tier = default_registry.tier
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("prioroute")
+    raise AttributeError(f"module 'prioroute' has no attribute {name!r}")

@@ -1,0 +1,163 @@
+"""The ``prioroute`` command line."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+from celery import Celery
+from kombu.utils.url import maybe_sanitize_url
+
+from ._configure import configured_registry, layout_of
+
+__all__ = ["load_app", "main"]
+
+EXIT_APP_NOT_LOADED = 3
+
+
+class AppLoadError(click.ClickException):
+    """The app could not be imported; shown plainly, exit code 3."""
+
+    exit_code = EXIT_APP_NOT_LOADED
+
+
+def load_app(spec: str) -> Celery:
+    """Import the Celery app named *spec*: ``module:attribute``, or ``module`` holding one app.
+
+    The current directory is importable, as it is for ``celery -A``.
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        raise AppLoadError(f"cannot import {module_name!r}: {detail}") from None
+    if attribute:
+        app = getattr(module, attribute, None)
+        if not isinstance(app, Celery):
+            raise AppLoadError(f"{module_name!r} has no Celery app called {attribute!r}")
+        return app
+    for name in ("app", "celery"):
+        candidate = getattr(module, name, None)
+        if isinstance(candidate, Celery):
+            return candidate
+    found = [n for n, v in vars(module).items() if isinstance(v, Celery)]
+    if len(found) == 1:
+        return getattr(module, found[0])  # type: ignore[no-any-return]
+    raise AppLoadError(
+        f"{module_name!r} holds {len(found)} Celery apps ({', '.join(found) or 'none'}); "
+        f"name one: {module_name}:NAME"
+    )
+
+
+def routing_table(app: Celery) -> dict[str, Any]:
+    """What ``prioroute show`` prints, as data: every registered task as Celery routes it."""
+    registry = configured_registry(app)
+    layout = layout_of(app)
+    if registry is None or layout is None:
+        raise click.ClickException(
+            f"app {app.main!r} was not configured by prioroute; call prioroute.configure(app) "
+            "where the app is created"
+        )
+    tasks = app.tasks  # imports the app's tasks, so every registration knows its name
+    for task in list(tasks.values()):
+        registry.match(type(task))
+    router = app.amqp.router
+    rows = []
+    for registration in registry.registrations():
+        route = router.route({}, registration.task)
+        queue = route.get("queue")
+        tier = layout.tiers[registration.tier]
+        rows.append(
+            {
+                "task": registration.task,
+                "tier": registration.tier,
+                "urgency": tier.urgency,
+                "queue": getattr(queue, "name", queue),
+                "exchange": getattr(getattr(queue, "exchange", None), "name", None),
+                "routing_key": getattr(queue, "routing_key", None),
+                "priority": route.get("priority"),
+                "known_to_celery": registration.task in tasks,
+                "policy": {k: _plain(v) for k, v in tier.task_options().items()},
+            }
+        )
+    rows.sort(key=lambda r: (-r["urgency"], r["queue"] or "", r["task"]))
+    queues = [
+        {"name": q.name, "max_priority": q.max_priority}
+        for q in app.amqp.queues.values()
+    ]
+    return {
+        "app": app.main,
+        "broker": maybe_sanitize_url(app.conf.broker_url or ""),
+        "profile": layout.profile.name,
+        "shared_queue": layout.shared_queue,
+        "unregistered_tasks": {"queue": layout.shared_queue, "priority": None},
+        "queues": sorted(queues, key=lambda q: q["name"]),
+        "tasks": rows,
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [v.__qualname__ if isinstance(v, type) else v for v in value]
+    return value
+
+
+def _retry_text(policy: dict[str, Any]) -> str:
+    retries = policy.get("max_retries")
+    text = "∞" if retries is None else str(retries)
+    return f"{text} × {policy['default_retry_delay']:g}s"
+
+
+def _table(data: dict[str, Any]) -> str:
+    header = ("TIER", "PRIORITY", "QUEUE", "TASK", "RETRIES")
+    rows = [
+        (r["tier"], str(r["priority"]), r["queue"], r["task"], _retry_text(r["policy"]))
+        for r in data["tasks"]
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = [
+        f"app {data['app']} · broker {data['broker']} · profile {data['profile']}",
+        "",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    queues = ", ".join(f"{q['name']} (x-max-priority {q['max_priority']})" for q in data["queues"])
+    lines += [
+        "",
+        f"queues: {queues}",
+        f"tasks not registered with prioroute go to {data['shared_queue']!r} with no priority "
+        "(the broker treats that as the least urgent)",
+    ]
+    missing = [r["task"] for r in data["tasks"] if not r["known_to_celery"]]
+    if missing:
+        lines.append(f"warning: registered but unknown to Celery: {', '.join(missing)}")
+    return "\n".join(lines)
+
+
+@click.group()
+@click.version_option(package_name="prioroute")
+def main() -> None:
+    """prioroute: Celery task priorities that actually work."""
+
+
+@main.command()
+@click.argument("app_spec", metavar="APP")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    help="Output format.",
+)
+def show(app_spec: str, fmt: str) -> None:
+    """Print the routing table of APP (module:app): tier, queue, priority, retries per task.
+
+    Needs no broker: it asks Celery's own router where each registered task goes.
+    """
+    data = routing_table(load_app(app_spec))
+    click.echo(json.dumps(data, indent=2) if fmt == "json" else _table(data))

@@ -1,0 +1,387 @@
+"""configure(app): the only place prioroute touches a Celery app."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+from celery import Celery, Task
+from celery.app.autoretry import add_autoretry_behaviour
+from kombu import Queue
+
+from ._build import DEFAULT_QUEUE, REASONS, Layout, Settings, build
+from ._errors import ConfigConflictError, PriorouteError, QueueConflictError, UnknownTaskError
+from ._profiles import BrokerProfile, profile_for
+from ._registry import Registry, default_registry
+
+__all__ = ["configure", "configured_registry", "validate"]
+
+#: Task attributes that decide where a task goes; they beat task_routes, so prioroute's
+#: tasks must not carry them.
+_ROUTING_ATTRIBUTES = ("queue", "priority", "routing_key", "exchange", "exchange_type")
+
+#: Settings prioroute sets to a single value; a different value of the user's is a conflict.
+_SCALARS = (
+    "task_default_exchange",
+    "task_default_routing_key",
+    "task_queue_max_priority",
+    "task_inherit_parent_priority",
+    "task_acks_late",
+    "task_reject_on_worker_lost",
+    "worker_prefetch_multiplier",
+    "task_serializer",
+    "result_serializer",
+    "accept_content",
+)
+_MERGED = ("task_routes", "task_queues", "task_annotations", "broker_transport_options")
+_TOUCHED = (*_SCALARS, *_MERGED, "task_default_queue", "task_default_priority")
+
+# Task attributes that Celery fills in from app.conf when it binds a task.
+_FROM_CONFIG = dict(Task.from_config)
+
+
+class _Router:
+    """The router prioroute puts first in ``task_routes``: one dict lookup per task."""
+
+    __slots__ = ("routes",)
+
+    def __init__(self, routes: Mapping[str, Mapping[str, Any]]) -> None:
+        self.routes = {name: dict(route) for name, route in routes.items()}
+
+    def __repr__(self) -> str:
+        return f"<prioroute router: {len(self.routes)} tasks>"
+
+    def __call__(
+        self, name: str, args: Any = None, kwargs: Any = None, options: Any = None, **kw: Any
+    ) -> dict[str, Any] | None:
+        route = self.routes.get(name)
+        return None if route is None else dict(route)
+
+
+class _Annotations:
+    """The task annotation prioroute puts first: each registered task gets its tier's policy."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: _AppState) -> None:
+        self._state = state
+
+    def __repr__(self) -> str:
+        return "<prioroute tier policies>"
+
+    def annotate(self, task: type[Task]) -> dict[str, Any] | None:
+        state = self._state
+        registration = state.registry.match(task)
+        if registration is None:
+            return None
+        attributes = _routing_attributes(task)
+        if attributes:
+            raise ConfigConflictError(_routing_attribute_message(task.name, attributes))
+        return _policy(task, state.layout.annotation(registration), task.app.conf)
+
+    def annotate_any(self) -> None:
+        return None
+
+
+@attrs.define(eq=False)
+class _AppState:
+    app: weakref.ref[Celery]
+    registry: Registry
+    layout: Layout
+    settings: Settings
+    originals: dict[str, Any]
+    router: _Router
+    declared: set[str]
+
+    def on_registration(self, task: str | None, tier: str, queue: str | None) -> None:
+        """Keep the app's routes and queues in step with registrations made after configure()."""
+        app = self.app()
+        if app is None:
+            return
+        if task is not None:
+            registration = self.registry.lookup(task)
+            if registration is not None:
+                self.router.routes[task] = self.layout.route(registration)
+        name = queue or self.layout.tiers[tier].queue
+        if name is not None and name not in self.declared:
+            self.declared.add(name)
+            declaration = self.layout.declare(name)
+            app.conf.task_queues = (*app.conf.task_queues, declaration)
+            amqp = app.__dict__.get("amqp")
+            if amqp is not None and "queues" in amqp.__dict__:
+                amqp.queues.add(declaration)
+
+
+_STATES: weakref.WeakKeyDictionary[Celery, _AppState] = weakref.WeakKeyDictionary()
+
+
+def configure(
+    app: Celery,
+    registry: Registry | None = None,
+    *,
+    broker: str | BrokerProfile | None = None,
+    queue: str | None = None,
+) -> Settings:
+    """Apply prioroute's settings for *registry* to *app*; return what was applied.
+
+    Args:
+        app: The Celery app.
+        registry: The registry to apply; the default registry (the one the module-level
+            decorators fill) if ``None``.
+        broker: A broker profile or its name; chosen from ``app.conf.broker_url`` if
+            ``None``.
+        queue: The shared priority queue's name. ``None`` means the app's own
+            ``task_default_queue`` if it set one, else ``"prioroute"``.
+
+    Nothing the app already has is dropped silently: its routes, queues and annotations for
+    other tasks keep working, after prioroute's own. A setting of the app's that
+    contradicts prioroute's raises :class:`~prioroute.ConfigConflictError` listing every
+    conflict and its fix. Calling ``configure`` again is the same as calling it once, and
+    tasks registered later, such as those autodiscovery imports, are routed too.
+    """
+    if not isinstance(app, Celery):
+        raise PriorouteError(f"configure() takes a Celery app, got {app!r}")
+    registry = default_registry if registry is None else registry
+    if not isinstance(registry, Registry):
+        raise PriorouteError(f"configure(registry=...) takes a prioroute.Registry, got {registry!r}")
+    conf = app.conf
+    previous = _STATES.get(app)
+    if previous is not None and previous.registry is not registry:
+        raise PriorouteError(
+            f"app {app.main!r} was already configured with another registry; "
+            "configure each app from one registry"
+        )
+    originals = previous.originals if previous else _originals(conf)
+
+    profile = profile_for(broker, conf.broker_url)
+    shared = _shared_queue(queue, originals["task_default_queue"], originals["set"])
+    settings = build(registry, broker=profile, queue=shared)
+    bound = [t for t in list(app._tasks.values()) if registry.match(type(t)) is not None]
+    conflicts = _conflicts(originals, settings, registry, bound)
+    if conflicts:
+        kind = QueueConflictError if all(c.startswith("queue") for c in conflicts) else ConfigConflictError
+        lines = "\n".join(f"  - {c}" for c in conflicts)
+        raise kind(f"app {app.main!r} has settings that contradict prioroute's:\n{lines}")
+
+    layout = Layout.of(registry, profile, shared)
+    router = _Router(settings.task_routes)
+    declared = {q.name for q in settings.task_queues}
+    state = _AppState(weakref.ref(app), registry, layout, settings, originals, router, declared)
+    values = settings.as_dict()
+    values["task_routes"] = (router, *_as_tuple(originals["task_routes"]))
+    values["task_annotations"] = (_Annotations(state), *_as_tuple(originals["task_annotations"]))
+    values["task_queues"] = (
+        *settings.task_queues,
+        *(q for q in originals["task_queues"] or () if q.name not in declared),
+    )
+    values["broker_transport_options"] = {
+        **(originals["broker_transport_options"] or {}),
+        **settings.broker_transport_options,
+    }
+    conf_before = {key: conf.get(key) for key in _FROM_CONFIG.values()}
+    conf.update(values)
+    _STATES[app] = state
+    if previous is None:
+        registry.subscribe(state.on_registration)
+    _refresh_caches(app)
+    for task in bound:
+        registration = registry.match(type(task))
+        assert registration is not None  # noqa: S101 - matched above
+        _apply_policy(task, layout.annotation(registration), conf_before)
+    return settings
+
+
+def layout_of(app: Celery) -> Layout | None:
+    """The layout *app* was configured with, or ``None``."""
+    state = _STATES.get(app)
+    return None if state is None else state.layout
+
+
+def configured_registry(app: Celery) -> Registry | None:
+    """The registry *app* was configured from, or ``None`` if ``configure()`` never ran."""
+    state = _STATES.get(app)
+    return None if state is None else state.registry
+
+
+def validate(app: Celery, registry: Registry | None = None) -> None:
+    """Raise :class:`~prioroute.UnknownTaskError` for registered tasks *app* does not have.
+
+    Finalizes the app (imports its tasks), so call it once everything is imported: in a
+    test, at worker start-up, or from ``prioroute check``.
+    """
+    registry = registry or configured_registry(app) or default_registry
+    tasks = app.tasks
+    for task in list(tasks.values()):
+        registry.match(type(task))
+    missing = [r.task for r in registry.registrations() if r.task not in tasks]
+    if missing:
+        import difflib
+
+        names = [n for n in tasks if not n.startswith("celery.")]
+        lines = []
+        for name in missing:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"  - {name!r}{hint}")
+        raise UnknownTaskError(
+            f"app {app.main!r} has no task called:\n" + "\n".join(lines) + "\n"
+            "register the name Celery gives the task (see `celery -A proj inspect registered`), "
+            "or import the module that defines it"
+        )
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _originals(conf: Any) -> dict[str, Any]:
+    """The app's own values of every setting prioroute touches, and which it set itself."""
+    originals = {key: conf.get(key) for key in _TOUCHED}
+    originals["set"] = frozenset(key for key in _TOUCHED if conf.value_set_for(key))
+    return originals
+
+
+def _shared_queue(queue: str | None, users: str | None, user_set_keys: frozenset[str]) -> str:
+    user_set = bool(users) and "task_default_queue" in user_set_keys
+    if queue is None:
+        return users if user_set and users else DEFAULT_QUEUE
+    if user_set and users != queue:
+        raise ConfigConflictError(
+            f"task_default_queue is {users!r} but configure(queue={queue!r}) asks for "
+            f"{queue!r}; drop one of them"
+        )
+    return queue
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return (value,)
+
+
+def _routing_attributes(task: type[Task]) -> dict[str, Any]:
+    return {a: task.__dict__[a] for a in _ROUTING_ATTRIBUTES if task.__dict__.get(a) is not None}
+
+
+def _routing_attribute_message(name: str, attributes: Mapping[str, Any]) -> str:
+    given = ", ".join(f"{k}={v!r}" for k, v in attributes.items())
+    return (
+        f"task {name!r} sets {given} as task options, which beat prioroute's route "
+        f"(and are deprecated since Celery 5.3); remove them from @app.task(...) and let "
+        "the tier decide"
+    )
+
+
+def _policy(task: type[Task], policy: Mapping[str, Any], conf: Mapping[str, Any]) -> dict[str, Any]:
+    """*policy* without the keys the task set itself (``@app.task(max_retries=5)`` wins)."""
+    result = {}
+    for key, value in policy.items():
+        if key in task.__dict__:
+            own = task.__dict__[key]
+            config_name = _FROM_CONFIG.get(key)
+            inherited = config_name is not None and own == conf.get(config_name)
+            if not inherited and own is not None:
+                continue
+        result[key] = value
+    return result
+
+
+def _apply_policy(task: Task, policy: Mapping[str, Any], conf: Mapping[str, Any]) -> None:
+    """Give a task that Celery already bound its tier's policy (binding copied the old conf)."""
+    cls = type(task)
+    for key, value in _policy(cls, policy, conf).items():
+        setattr(cls, key, value)
+    if cls.__dict__.get("autoretry_for") and not hasattr(task, "_orig_run"):
+        add_autoretry_behaviour(task)
+
+
+def _refresh_caches(app: Celery) -> None:
+    """Make Celery re-read routes, queues and annotations it cached on first use."""
+    app.__dict__.pop("annotations", None)
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        for attr in ("queues", "router", "default_queue"):
+            amqp.__dict__.pop(attr, None)
+        amqp.flush_routes()
+
+
+def _queue_args(queue: Queue) -> tuple[Any, ...]:
+    arguments = dict(queue.queue_arguments or {})
+    if queue.max_priority is not None:
+        arguments.setdefault("x-max-priority", queue.max_priority)
+    exchange = queue.exchange.name if queue.exchange is not None else None
+    return (exchange or None, queue.routing_key or None, arguments)
+
+
+def _conflicts(
+    originals: Mapping[str, Any], settings: Settings, registry: Registry, bound: Iterable[Task]
+) -> list[str]:
+    conflicts: list[str] = []
+    ours = settings.as_dict()
+    for key in _SCALARS:
+        user, mine = originals[key], ours[key]
+        if key == "accept_content" and user is not None:
+            user, mine = sorted(user), sorted(mine)
+        if key in originals["set"] and user != mine:
+            conflicts.append(
+                f"{key} = {originals[key]!r}: prioroute sets {ours[key]!r} because it "
+                f"{REASONS[key]}; remove the setting"
+            )
+    if originals["task_default_priority"] is not None:
+        conflicts.append(
+            f"task_default_priority = {originals['task_default_priority']!r}: Celery copies it "
+            "into every task, where it beats each tier's priority when a task is published; "
+            "remove the setting"
+        )
+    registered = {r.task for r in registry.registrations()}
+    for route in _as_tuple(originals["task_routes"]):
+        if isinstance(route, Mapping):
+            for name in sorted(set(route) & registered):
+                conflicts.append(
+                    f"task_routes[{name!r}] = {route[name]!r}: the task is registered as "
+                    f"{registry.lookup(name).tier!r}, so prioroute routes it; remove the route "  # type: ignore[union-attr]
+                    "or the registration"
+                )
+    policy_keys = {k for r in registry.registrations() for k in settings.task_annotations[r.task]}
+    for annotation in _as_tuple(originals["task_annotations"]):
+        if isinstance(annotation, Mapping):
+            for name in sorted(set(annotation) & registered):
+                conflicts.append(
+                    f"task_annotations[{name!r}]: the task's policy comes from its tier "
+                    f"{registry.lookup(name).tier!r}; set it on the tier instead"  # type: ignore[union-attr]
+                )
+            overlap = sorted(set(annotation.get("*", {})) & policy_keys)
+            if overlap:
+                conflicts.append(
+                    f"task_annotations['*'] sets {', '.join(overlap)} for every task, over the "
+                    "tiers' policies; set them on the tiers instead"
+                )
+    by_name = {q.name: q for q in settings.task_queues}
+    for queue in originals["task_queues"] or ():
+        mine_q = by_name.get(queue.name)
+        if mine_q is not None and _queue_args(queue) != _queue_args(mine_q):
+            exchange, routing_key, arguments = _queue_args(mine_q)
+            conflicts.append(
+                f"queue {queue.name!r} is declared in task_queues with exchange="
+                f"{_queue_args(queue)[0]!r}, routing_key={_queue_args(queue)[1]!r}, arguments="
+                f"{_queue_args(queue)[2]!r}; prioroute declares it with exchange={exchange!r}, "
+                f"routing_key={routing_key!r}, arguments={arguments!r} (note: kombu ignores "
+                "Queue(priority=...); only max_priority= sets x-max-priority); remove it from "
+                "task_queues and let prioroute declare it"
+            )
+    user_options = originals["broker_transport_options"] or {}
+    for key, value in settings.broker_transport_options.items():
+        if key in user_options and user_options[key] != value:
+            conflicts.append(
+                f"broker_transport_options[{key!r}] = {user_options[key]!r}: prioroute sets "
+                f"{value!r} because it {REASONS['broker_transport_options']}; remove the option"
+            )
+    for task in bound:
+        attributes = _routing_attributes(type(task))
+        if attributes:
+            conflicts.append(_routing_attribute_message(task.name, attributes))
+    return conflicts
+
