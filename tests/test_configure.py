@@ -325,6 +325,17 @@ class TestMerging:
         ):
             assert old_style.name
 
+    def test_default_priority_set_after_configure(self, app: Celery, registry: Registry) -> None:
+        prioroute.configure(app, registry)
+        app.conf.task_default_priority = 3
+
+        @registry.critical
+        @app.task
+        def deploy() -> None: ...
+
+        with pytest.raises(ConfigConflictError, match="given priority 3 by task_default_priority"):
+            assert deploy.name
+
     def test_default_queue_adopted(self, app: Celery, registry: Registry) -> None:
         app.conf.task_default_queue = "default"
         registry.register("a.b", "normal")

@@ -77,6 +77,13 @@ class _Annotations:
         if registration is None:
             return None
         attributes = _routing_attributes(task)
+        default_priority = task.app.conf.task_default_priority
+        if default_priority is not None and attributes.get("priority") == default_priority:
+            raise ConfigConflictError(
+                f"task {task.name!r} was given priority {default_priority!r} by "
+                "task_default_priority, which beats its tier's priority when it is published; "
+                "remove the task_default_priority setting"
+            )
         if attributes:
             raise ConfigConflictError(_routing_attribute_message(task.name, attributes))
         return _policy(task, state.layout.annotation(registration), task.app.conf)
