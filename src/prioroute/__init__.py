@@ -44,6 +44,7 @@ __all__ = [
     "Registration",
     "RegistrationError",
     "Registry",
+    "Retry",
     "Settings",
     "Tier",
     "TierDecorator",
