@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -192,8 +193,10 @@ class Tier:
 
 
 #: The three tiers every registry starts with, most urgent first.
-DEFAULT_TIERS: Mapping[str, Tier] = {
-    "critical": Tier("critical", urgency=9),
-    "normal": Tier("normal", urgency=5),
-    "low": Tier("low", urgency=1),
-}
+DEFAULT_TIERS: Mapping[str, Tier] = MappingProxyType(
+    {
+        "critical": Tier("critical", urgency=9),
+        "normal": Tier("normal", urgency=5),
+        "low": Tier("low", urgency=1),
+    }
+)
