@@ -4,7 +4,7 @@ from __future__ import annotations
 
 project = "prioroute"
 author = "prioroute developers"
-copyright = "2026, prioroute developers"  # noqa: A001
+copyright = "2026, prioroute developers"
 
 extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.intersphinx"]
 source_suffix = {".md": "markdown"}

@@ -97,11 +97,15 @@ class TestProfiles:
         assert prioroute.profile_for(prioroute.RABBITMQ) is prioroute.RABBITMQ
 
     def test_unknown_name(self) -> None:
-        with pytest.raises(PriorouteError, match="unknown broker profile 'kafka'; known profiles: rabbitmq"):
+        with pytest.raises(
+            PriorouteError, match="unknown broker profile 'kafka'; known profiles: rabbitmq"
+        ):
             prioroute.profile_for("kafka")
 
     def test_unknown_scheme(self) -> None:
-        with pytest.raises(PriorouteError, match=r"broker URL scheme 'zmq' has no prioroute profile.*amqp://"):
+        with pytest.raises(
+            PriorouteError, match=r"broker URL scheme 'zmq' has no prioroute profile.*amqp://"
+        ):
             prioroute.profile_for(None, "zmq://x")
 
     def test_priority_ranks(self) -> None:

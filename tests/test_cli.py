@@ -31,7 +31,9 @@ class TestShow:
         result = runner.invoke(main, ["show", "examples.ansflow:app"])
         assert result.exit_code == 0, result.output
         lines = result.output.splitlines()
-        assert lines[0] == "app ansflow · broker amqp://ansflow:**@localhost:5672// · profile rabbitmq"
+        assert (
+            lines[0] == "app ansflow · broker amqp://ansflow:**@localhost:5672// · profile rabbitmq"
+        )
         assert "ansflow@" not in result.output.replace("ansflow:**@", "")  # password masked
         rows = [line.split() for line in lines[3:10]]
         assert [(r[0], r[1], r[2]) for r in rows] == [
@@ -55,12 +57,19 @@ class TestShow:
         assert (deploy["tier"], deploy["queue"], deploy["priority"]) == ("critical", "default", 2)
         assert deploy["policy"]["max_retries"] == 3
         assert deploy["policy"]["default_retry_delay"] == 60
-        assert {q["name"]: q["max_priority"] for q in data["queues"]} == {"cleanup": 2, "default": 2}
+        assert {q["name"]: q["max_priority"] for q in data["queues"]} == {
+            "cleanup": 2,
+            "default": 2,
+        }
 
     def test_python_dash_m(self) -> None:
         result = subprocess.run(
             [sys.executable, "-m", "prioroute", "show", "examples.ansflow:app"],
-            cwd=ROOT, capture_output=True, text=True, check=False, timeout=120,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         assert "kubernetes_integration.tasks.deploy_application" in result.stdout
@@ -71,13 +80,19 @@ class TestShow:
         assert "cannot import 'no_such_module_here': ModuleNotFoundError" in result.output
         assert "Traceback" not in result.output
 
-    def test_broken_module(self, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        write_module(tmp_path, "broken_app_mod", "raise RuntimeError('boom in settings')\n", monkeypatch)
+    def test_broken_module(
+        self, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        write_module(
+            tmp_path, "broken_app_mod", "raise RuntimeError('boom in settings')\n", monkeypatch
+        )
         result = runner.invoke(main, ["show", "broken_app_mod"])
         assert result.exit_code == 3
         assert "RuntimeError: boom in settings" in result.output
 
-    def test_missing_attribute(self, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_missing_attribute(
+        self, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         write_module(tmp_path, "attr_mod", "x = 1\n", monkeypatch)
         result = runner.invoke(main, ["show", "attr_mod:app"])
         assert result.exit_code == 3
@@ -100,9 +115,12 @@ class TestShow:
         assert result.exit_code == 0, result.output
         assert "tasks not registered with prioroute go to 'prioroute'" in result.output
 
-    def test_not_configured(self, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_not_configured(
+        self, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         write_module(
-            tmp_path, "plain_mod",
+            tmp_path,
+            "plain_mod",
             "from celery import Celery\napp = Celery('p', broker='memory://', set_as_current=False)\n",
             monkeypatch,
         )
@@ -114,7 +132,8 @@ class TestShow:
         self, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         write_module(
-            tmp_path, "typo_mod",
+            tmp_path,
+            "typo_mod",
             "from celery import Celery\nimport prioroute\n"
             "app = Celery('t', broker='memory://', set_as_current=False)\n"
             "r = prioroute.Registry()\nr.register('proj.tsks.deploy', 'critical')\n"

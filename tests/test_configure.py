@@ -20,7 +20,9 @@ def _published() -> Iterator[list[dict[str, Any]]]:
     seen: list[dict[str, Any]] = []
 
     def record(sender: str, routing_key: str, properties: dict[str, Any], **_: Any) -> None:
-        seen.append({"task": sender, "routing_key": routing_key, "priority": properties.get("priority")})
+        seen.append(
+            {"task": sender, "routing_key": routing_key, "priority": properties.get("priority")}
+        )
 
     before_task_publish.connect(record, weak=False)
     yield seen
@@ -91,7 +93,9 @@ class TestRouting:
             "priority": published[0]["priority"],
         }
 
-    def test_shared_task(self, app: Celery, registry: Registry, published: list[dict[str, Any]]) -> None:
+    def test_shared_task(
+        self, app: Celery, registry: Registry, published: list[dict[str, Any]]
+    ) -> None:
         @registry.critical
         @shared_task(name="tests.shared_deploy")
         def shared_deploy() -> None: ...
@@ -143,7 +147,9 @@ class TestPolicy:
     """Every registered task runs with its tier's policy, however early it was bound."""
 
     def test_task_bound_before_configure_gets_acks_late(self, app: Celery) -> None:
-        registry = Registry([Tier("critical", 9, retry=Retry(max_retries=7, delay=5), time_limit=60)])
+        registry = Registry(
+            [Tier("critical", 9, retry=Retry(max_retries=7, delay=5), time_limit=60)]
+        )
 
         @registry.critical
         @app.task
@@ -185,7 +191,9 @@ class TestPolicy:
 
     @pytest.mark.parametrize("bind_early", [True, False])
     def test_autoretry(self, app: Celery, bind_early: bool) -> None:
-        registry = Registry([Tier("t", 5, retry=Retry(autoretry_for=(ConnectionError,), max_retries=2))])
+        registry = Registry(
+            [Tier("t", 5, retry=Retry(autoretry_for=(ConnectionError,), max_retries=2))]
+        )
         calls: list[int] = []
 
         @registry.tier("t")
@@ -209,7 +217,10 @@ class TestMerging:
     def test_user_routes_queues_annotations_kept(self, app: Celery, registry: Registry) -> None:
         app.conf.task_routes = {"other.*": {"queue": "reports"}}
         app.conf.task_queues = (Queue("reports", Exchange("reports"), routing_key="reports"),)
-        app.conf.task_annotations = {"other.slow": {"rate_limit": "1/s"}, "*": {"track_started": True}}
+        app.conf.task_annotations = {
+            "other.slow": {"rate_limit": "1/s"},
+            "*": {"track_started": True},
+        }
         app.conf.broker_transport_options = {"max_retries": 5}
         registry.register("proj.deploy", "critical")
         prioroute.configure(app, registry)
@@ -260,7 +271,9 @@ class TestMerging:
             prioroute.configure(app, registry)
 
     def test_same_queue_declared_identically_is_fine(self, app: Celery, registry: Registry) -> None:
-        app.conf.task_queues = (Queue("prioroute", Exchange("prioroute"), routing_key="prioroute", max_priority=2),)
+        app.conf.task_queues = (
+            Queue("prioroute", Exchange("prioroute"), routing_key="prioroute", max_priority=2),
+        )
         prioroute.configure(app, registry)
         assert [q.name for q in app.conf.task_queues] == ["prioroute"]
 
@@ -273,7 +286,11 @@ class TestMerging:
             ("accept_content", ["json", "pickle"], "accept_content"),
             ("task_default_exchange", "other", "task_default_exchange"),
             ("broker_transport_options", {"confirm_publish": False}, "confirm_publish"),
-            ("task_annotations", {"*": {"acks_late": False}}, r"task_annotations\['\*'\] sets acks_late"),
+            (
+                "task_annotations",
+                {"*": {"acks_late": False}},
+                r"task_annotations\['\*'\] sets acks_late",
+            ),
         ],
     )
     def test_each_conflict(
@@ -297,19 +314,23 @@ class TestMerging:
     def test_annotation_for_registered_task(self, app: Celery, registry: Registry) -> None:
         registry.register("proj.t", "low")
         app.conf.task_annotations = {"proj.t": {"rate_limit": "1/s"}}
-        with pytest.raises(ConfigConflictError, match=r"task_annotations\['proj.t'\].*set it on the tier"):
+        with pytest.raises(
+            ConfigConflictError, match=r"task_annotations\['proj.t'\].*set it on the tier"
+        ):
             prioroute.configure(app, registry)
 
     def test_routing_task_attribute_bound(self, registry: Registry) -> None:
         app = Celery("attrs", broker="memory://", set_as_current=False)
-        with pytest.warns(CDeprecationWarning, match="'priority' task attribute"):
+        with pytest.warns(CDeprecationWarning, match="'priority' task attribute"):  # noqa: PT031
 
             @registry.critical
             @app.task(priority=9)
             def old_style() -> None: ...
 
             assert old_style.name
-        with pytest.raises(ConfigConflictError, match=r"sets priority=9 as task options, which beat"):
+        with pytest.raises(
+            ConfigConflictError, match=r"sets priority=9 as task options, which beat"
+        ):
             prioroute.configure(app, registry)
 
     def test_routing_task_attribute_late(self, app: Celery, registry: Registry) -> None:

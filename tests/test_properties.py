@@ -42,6 +42,7 @@ def test_router_sends_each_task_to_its_tier(registry: Registry) -> None:
 def test_published_priority_orders_tiers(registry: Registry) -> None:
     """What the broker receives, not just what the router says."""
     app = _app(registry)
+
     def noop() -> None: ...
 
     for registration in registry.registrations():

@@ -56,7 +56,9 @@ class TestDecorators:
         def health() -> None: ...
 
         assert len(registry) == 0  # the name is Celery's to choose
-        assert registry.match(type(app.tasks["custom.name"])) == Registration("custom.name", "normal")
+        assert registry.match(type(app.tasks["custom.name"])) == Registration(
+            "custom.name", "normal"
+        )
         assert "custom.name" in registry
 
     def test_by_name_and_task_class(self, registry: Registry) -> None:
@@ -65,7 +67,10 @@ class TestDecorators:
 
         registry.register(Audit, "low")
         registry.register("other.task", "critical", queue="urgent")
-        assert [r.task for r in registry.registrations()] == ["audit.tasks.cleanup_old_logs", "other.task"]
+        assert [r.task for r in registry.registrations()] == [
+            "audit.tasks.cleanup_old_logs",
+            "other.task",
+        ]
         assert registry.lanes() == {"urgent"}
 
     def test_decorator_returns_target_unchanged(self, registry: Registry) -> None:
@@ -116,7 +121,9 @@ class TestRegistrationErrors:
             registry.normal(f)
 
     def test_unknown_tier_suggests(self, registry: Registry) -> None:
-        with pytest.raises(UnknownTierError, match=r"unknown tier 'critcal'; did you mean 'critical'\?"):
+        with pytest.raises(
+            UnknownTierError, match=r"unknown tier 'critcal'; did you mean 'critical'\?"
+        ):
             registry.register("a.b", "critcal")
         with pytest.raises(UnknownTierError, match="known tiers: 'critical', 'normal', 'low'"):
             registry.tier("urgent")
@@ -169,7 +176,9 @@ class TestTiers:
 
     def test_define_after_configure_refused(self, app: Celery, registry: Registry) -> None:
         prioroute.configure(app, registry)
-        with pytest.raises(RegistrationError, match="define tiers before calling prioroute.configure"):
+        with pytest.raises(
+            RegistrationError, match="define tiers before calling prioroute.configure"
+        ):
             registry.define(Tier("critical", 9, time_limit=1))
 
     def test_listener_is_weak(self, registry: Registry) -> None:

@@ -38,7 +38,9 @@ class TestAssertRoutes:
         prioroute.configure(app, registry)
         app.conf.task_default_priority = 0
         type(deploy).priority = 0  # what binding with that setting does
-        with pytest.raises(AssertionError, match="is published to 'prioroute' with priority 0; its tier wants"):
+        with pytest.raises(
+            AssertionError, match="is published to 'prioroute' with priority 0; its tier wants"
+        ):
             assert_routes(app)
 
     def test_undeclared_queue(self, app: Celery, registry: Registry) -> None:
@@ -59,7 +61,9 @@ class TestAssertRoutes:
 
         prioroute.configure(app, registry)
         app.amqp.queues["prioroute"].max_priority = 1
-        with pytest.raises(AssertionError, match="declared with x-max-priority 1; it needs x-max-priority >= 2"):
+        with pytest.raises(
+            AssertionError, match="declared with x-max-priority 1; it needs x-max-priority >= 2"
+        ):
             assert_routes(app)
 
     def test_strategies_exposed(self) -> None:
@@ -70,7 +74,11 @@ class TestAssertRoutes:
 
 def test_all_is_complete() -> None:
     """Every public name is exported, and only those."""
-    public = {n for n in dir(prioroute) if not n.startswith("_")} - {"annotations", "Any", "testing"}
+    public = {n for n in dir(prioroute) if not n.startswith("_")} - {
+        "annotations",
+        "Any",
+        "testing",
+    }
     assert sorted(prioroute.__all__) == sorted(public)
     assert prioroute.__version__
     with pytest.raises(AttributeError):

@@ -60,7 +60,9 @@ class TestTier:
         assert not {"queue", "priority", "routing_key", "exchange"} & set(options)
 
     def test_unset_limits_are_not_emitted(self) -> None:
-        assert not {"time_limit", "soft_time_limit", "rate_limit"} & set(Tier("x", 1).task_options())
+        assert not {"time_limit", "soft_time_limit", "rate_limit"} & set(
+            Tier("x", 1).task_options()
+        )
 
     def test_errors_are_value_errors(self) -> None:
         with pytest.raises(ValueError):  # noqa: PT011 - the stdlib type users catch

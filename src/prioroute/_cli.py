@@ -70,7 +70,7 @@ def routing_table(app: Celery) -> dict[str, Any]:
     for task in list(tasks.values()):
         registry.match(type(task))
     router = app.amqp.router
-    rows = []
+    rows: list[dict[str, Any]] = []
     for registration in registry.registrations():
         route = router.route({}, registration.task)
         queue = route.get("queue")
@@ -88,9 +88,9 @@ def routing_table(app: Celery) -> dict[str, Any]:
                 "policy": {k: _plain(v) for k, v in tier.task_options().items()},
             }
         )
-    rows.sort(key=lambda r: (-r["urgency"], r["queue"] or "", r["task"]))
+    rows.sort(key=lambda r: (-int(r["urgency"]), str(r["queue"] or ""), str(r["task"])))
     queues = [
-        {"name": q.name, "max_priority": q.max_priority}
+        {"name": q.name, "max_priority": getattr(q, "max_priority", None)}
         for q in app.amqp.queues.values()
     ]
     return {
@@ -113,7 +113,7 @@ def _plain(value: Any) -> Any:
 def _retry_text(policy: dict[str, Any]) -> str:
     retries = policy.get("max_retries")
     text = "∞" if retries is None else str(retries)
-    return f"{text} × {policy['default_retry_delay']:g}s"
+    return f"{text} x {policy['default_retry_delay']:g}s"
 
 
 def _table(data: dict[str, Any]) -> str:
@@ -122,13 +122,18 @@ def _table(data: dict[str, Any]) -> str:
         (r["tier"], str(r["priority"]), r["queue"], r["task"], _retry_text(r["policy"]))
         for r in data["tasks"]
     ]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+        for i, h in enumerate(header)
+    ]
     lines = [
         f"app {data['app']} · broker {data['broker']} · profile {data['profile']}",
         "",
         "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
     ]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
     queues = ", ".join(f"{q['name']} (x-max-priority {q['max_priority']})" for q in data["queues"])
     lines += [
         "",
@@ -151,7 +156,11 @@ def main() -> None:
 @main.command()
 @click.argument("app_spec", metavar="APP")
 @click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
     help="Output format.",
 )
 def show(app_spec: str, fmt: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -71,13 +72,13 @@ class _Annotations:
     def __repr__(self) -> str:
         return "<prioroute tier policies>"
 
-    def annotate(self, task: type[Task]) -> dict[str, Any] | None:
+    def annotate(self, task: type[Task[Any, Any]]) -> dict[str, Any] | None:
         state = self._state
         registration = state.registry.match(task)
         if registration is None:
             return None
         attributes = _routing_attributes(task)
-        default_priority = task.app.conf.task_default_priority
+        default_priority = task.app.conf.task_default_priority  # type: ignore[attr-defined]
         if default_priority is not None and attributes.get("priority") == default_priority:
             raise ConfigConflictError(
                 f"task {task.name!r} was given priority {default_priority!r} by "
@@ -86,7 +87,7 @@ class _Annotations:
             )
         if attributes:
             raise ConfigConflictError(_routing_attribute_message(task.name, attributes))
-        return _policy(task, state.layout.annotation(registration), task.app.conf)
+        return _policy(task, state.layout.annotation(registration), task.app.conf)  # type: ignore[attr-defined]
 
     def annotate_any(self) -> None:
         return None
@@ -152,7 +153,9 @@ def configure(
         raise PriorouteError(f"configure() takes a Celery app, got {app!r}")
     registry = default_registry if registry is None else registry
     if not isinstance(registry, Registry):
-        raise PriorouteError(f"configure(registry=...) takes a prioroute.Registry, got {registry!r}")
+        raise PriorouteError(
+            f"configure(registry=...) takes a prioroute.Registry, got {registry!r}"
+        )
     conf = app.conf
     previous = _STATES.get(app)
     if previous is not None and previous.registry is not registry:
@@ -165,10 +168,16 @@ def configure(
     profile = profile_for(broker, conf.broker_url)
     shared = _shared_queue(queue, originals["task_default_queue"], originals["set"])
     settings = build(registry, broker=profile, queue=shared)
-    bound = [t for t in list(app._tasks.values()) if registry.match(type(t)) is not None]
+    # app._tasks, not app.tasks: the latter would finalize the app (create every task now).
+    existing = list(app._tasks.values())  # type: ignore[attr-defined]
+    bound = [t for t in existing if registry.match(type(t)) is not None]
     conflicts = _conflicts(originals, settings, registry, bound)
     if conflicts:
-        kind = QueueConflictError if all(c.startswith("queue") for c in conflicts) else ConfigConflictError
+        kind = (
+            QueueConflictError
+            if all(c.startswith("queue") for c in conflicts)
+            else ConfigConflictError
+        )
         lines = "\n".join(f"  - {c}" for c in conflicts)
         raise kind(f"app {app.main!r} has settings that contradict prioroute's:\n{lines}")
 
@@ -195,7 +204,7 @@ def configure(
     _refresh_caches(app)
     for task in bound:
         registration = registry.match(type(task))
-        assert registration is not None  # noqa: S101 - matched above
+        assert registration is not None
         _apply_policy(task, layout.annotation(registration), conf_before)
     return settings
 
@@ -224,8 +233,6 @@ def validate(app: Celery, registry: Registry | None = None) -> None:
         registry.match(type(task))
     missing = [r.task for r in registry.registrations() if r.task not in tasks]
     if missing:
-        import difflib
-
         names = [n for n in tasks if not n.startswith("celery.")]
         lines = []
         for name in missing:
@@ -269,7 +276,7 @@ def _as_tuple(value: Any) -> tuple[Any, ...]:
     return (value,)
 
 
-def _routing_attributes(task: type[Task]) -> dict[str, Any]:
+def _routing_attributes(task: type[Task[Any, Any]]) -> dict[str, Any]:
     return {a: task.__dict__[a] for a in _ROUTING_ATTRIBUTES if task.__dict__.get(a) is not None}
 
 
@@ -282,7 +289,9 @@ def _routing_attribute_message(name: str, attributes: Mapping[str, Any]) -> str:
     )
 
 
-def _policy(task: type[Task], policy: Mapping[str, Any], conf: Mapping[str, Any]) -> dict[str, Any]:
+def _policy(
+    task: type[Task[Any, Any]], policy: Mapping[str, Any], conf: Mapping[str, Any]
+) -> dict[str, Any]:
     """*policy* without the keys the task set itself (``@app.task(max_retries=5)`` wins)."""
     result = {}
     for key, value in policy.items():
@@ -296,7 +305,7 @@ def _policy(task: type[Task], policy: Mapping[str, Any], conf: Mapping[str, Any]
     return result
 
 
-def _apply_policy(task: Task, policy: Mapping[str, Any], conf: Mapping[str, Any]) -> None:
+def _apply_policy(task: Task[Any, Any], policy: Mapping[str, Any], conf: Mapping[str, Any]) -> None:
     """Give a task that Celery already bound its tier's policy (binding copied the old conf)."""
     cls = type(task)
     for key, value in _policy(cls, policy, conf).items():
@@ -317,14 +326,18 @@ def _refresh_caches(app: Celery) -> None:
 
 def _queue_args(queue: Queue) -> tuple[Any, ...]:
     arguments = dict(queue.queue_arguments or {})
-    if queue.max_priority is not None:
-        arguments.setdefault("x-max-priority", queue.max_priority)
+    max_priority = getattr(queue, "max_priority", None)
+    if max_priority is not None:
+        arguments.setdefault("x-max-priority", max_priority)
     exchange = queue.exchange.name if queue.exchange is not None else None
     return (exchange or None, queue.routing_key or None, arguments)
 
 
 def _conflicts(
-    originals: Mapping[str, Any], settings: Settings, registry: Registry, bound: Iterable[Task]
+    originals: Mapping[str, Any],
+    settings: Settings,
+    registry: Registry,
+    bound: Iterable[Task[Any, Any]],
 ) -> list[str]:
     conflicts: list[str] = []
     ours = settings.as_dict()
@@ -391,4 +404,3 @@ def _conflicts(
         if attributes:
             conflicts.append(_routing_attribute_message(task.name, attributes))
     return conflicts
-

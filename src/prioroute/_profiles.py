@@ -87,8 +87,7 @@ def profile_for(broker: str | BrokerProfile | None, broker_url: str | None = Non
             return _PROFILES[broker]
         except KeyError:
             raise PriorouteError(
-                f"unknown broker profile {broker!r}; known profiles: "
-                f"{', '.join(sorted(_PROFILES))}"
+                f"unknown broker profile {broker!r}; known profiles: {', '.join(sorted(_PROFILES))}"
             ) from None
     url = (broker_url or "amqp://").split(";")[0]
     scheme = urlsplit(url).scheme.split("+")[0] or url.split(":")[0]

@@ -67,7 +67,7 @@ class TierDecorator:
     def __call__(self, target: T, /) -> T: ...
 
     @overload
-    def __call__(self, *, queue: str | None = None) -> Callable[[T], T]: ...
+    def __call__(self, target: None = None, /, *, queue: str | None = None) -> Callable[[T], T]: ...
 
     def __call__(self, target: Any = None, /, *, queue: str | None = None) -> Any:
         if target is None:
@@ -190,11 +190,15 @@ class Registry:
         if found.name is not None:
             self._add_name(Registration(found.name, tier, queue))
 
-    def _add_function(self, function: Callable[..., Any], pending: _Pending, name: str | None) -> None:
+    def _add_function(
+        self, function: Callable[..., Any], pending: _Pending, name: str | None
+    ) -> None:
         known = self._by_function.get(function)
         if known is not None and known != pending:
             label = name or f"{function.__module__}.{function.__qualname__}"
-            raise RegistrationError(_conflict(label, known.tier, known.queue, pending.tier, pending.queue))
+            raise RegistrationError(
+                _conflict(label, known.tier, known.queue, pending.tier, pending.queue)
+            )
         self._by_function[function] = pending
         if name is None:
             self._notify(None, pending.tier, pending.queue)
@@ -204,7 +208,13 @@ class Registry:
         if known is not None:
             if known != registration:
                 raise RegistrationError(
-                    _conflict(registration.task, known.tier, known.queue, registration.tier, registration.queue)
+                    _conflict(
+                        registration.task,
+                        known.tier,
+                        known.queue,
+                        registration.tier,
+                        registration.queue,
+                    )
                 )
             return
         self._by_name[registration.task] = registration
@@ -214,7 +224,7 @@ class Registry:
         """The registration of the task called *task*, or ``None``."""
         return self._by_name.get(task)
 
-    def match(self, task_class: type[Task]) -> Registration | None:
+    def match(self, task_class: type[Task[Any, Any]]) -> Registration | None:
         """The registration of a Celery task class, by its name or by its function.
 
         A task registered through its function is known by name from here on.
@@ -261,7 +271,7 @@ class Registry:
         *task* is ``None`` while a function's task name is not known yet. Bound methods
         are held weakly, so subscribing does not keep an app alive.
         """
-        self._listeners.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
+        self._listeners.append(weakref.WeakMethod(listener))
 
     def _live_listeners(self) -> list[Listener]:
         alive = [(ref, ref()) for ref in self._listeners]

@@ -24,7 +24,9 @@ def queue_names() -> st.SearchStrategy[str]:
 
 def tiers(name: str | None = None) -> st.SearchStrategy[Tier]:
     """One tier: any urgency, the shared queue or a lane."""
-    names = st.just(name) if name is not None else st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+    names = (
+        st.just(name) if name is not None else st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+    )
     return st.builds(
         Tier,
         name=names,

@@ -34,9 +34,9 @@ def _proxy_field(proxy: object, field: str) -> Any:
     return object.__getattribute__(proxy, f"_Proxy__{field}")
 
 
-def _from_promise(proxy: PromiseProxy) -> Target | None:
+def _from_promise(proxy: PromiseProxy[Any]) -> Target | None:
     if proxy.__evaluated__():
-        return Target(str(proxy.name), None)
+        return Target(str(proxy.name), None)  # type: ignore[attr-defined]
     local = _proxy_field(proxy, "local")
     args, kwargs = _proxy_field(proxy, "args"), _proxy_field(proxy, "kwargs")
     app = getattr(local, "__self__", None)
@@ -47,7 +47,7 @@ def _from_promise(proxy: PromiseProxy) -> Target | None:
     return Target(str(name), fun)
 
 
-def _from_shared(proxy: Proxy) -> Target | None:
+def _from_shared(proxy: Proxy[Any]) -> Target | None:
     local = _proxy_field(proxy, "local")
     cells = dict(zip(local.__code__.co_freevars, local.__closure__ or (), strict=False))
     if "fun" not in cells:
@@ -88,12 +88,12 @@ def identify(target: object) -> Target:
     return found
 
 
-def task_function(task_class: type[Task]) -> Callable[..., Any] | None:
+def task_function(task_class: type[Task[Any, Any]]) -> Callable[..., Any] | None:
     """The function a decorator-made Celery task class runs (``None`` for Task classes)."""
     for attr in ("_decorated_fun", "run"):
         value = task_class.__dict__.get(attr)
         if isinstance(value, staticmethod):
             value = value.__func__
         if value is not None and hasattr(value, "__code__"):
-            return value  # type: ignore[no-any-return]
+            return value
     return None

@@ -85,15 +85,15 @@ class Retry:
 
     @max_retries.validator
     def _check_max(self, attribute: attrs.Attribute[int | None], value: int | None) -> None:
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
             raise TierError(f"Retry.max_retries must be an int >= 0 or None, got {value!r}")
 
     @backoff.validator
     def _check_backoff(self, attribute: attrs.Attribute[bool | float], value: bool | float) -> None:
         if not isinstance(value, bool) and (not isinstance(value, int | float) or value < 0):
-            raise TierError(
-                f"Retry.backoff must be True/False or a factor >= 0, got {value!r}"
-            )
+            raise TierError(f"Retry.backoff must be True/False or a factor >= 0, got {value!r}")
 
     def task_options(self) -> dict[str, Any]:
         """The Celery task attributes this policy sets."""

@@ -59,7 +59,8 @@ def published_route(app: Celery, name: str) -> dict[str, Any]:
     ``task_default_priority``, which Celery copies into every task) beats the route.
     """
     task = app.tasks[name]
-    options = {k: v for k, v in task._get_exec_options().items() if v is not None}
+    exec_options = task._get_exec_options()  # type: ignore[attr-defined]
+    options = {k: v for k, v in exec_options.items() if v is not None}
     route = app.amqp.router.route(options, name)
     queue = route.get("queue")
     return {"queue": getattr(queue, "name", queue), "priority": route.get("priority")}
@@ -106,8 +107,14 @@ def assert_routes(app: Celery) -> None:
         if declared is None or max_priority is None or max_priority < want_priority:
             problems.append(
                 f"queue {want_queue!r} (task {registration.task!r}) is "
-                + ("not declared" if declared is None else f"declared with x-max-priority {max_priority!r}")
+                + (
+                    "not declared"
+                    if declared is None
+                    else f"declared with x-max-priority {max_priority!r}"
+                )
                 + f"; it needs x-max-priority >= {want_priority}"
             )
     if problems:
-        raise AssertionError("prioroute routing problems:\n" + "\n".join(f"  - {p}" for p in problems))
+        raise AssertionError(
+            "prioroute routing problems:\n" + "\n".join(f"  - {p}" for p in problems)
+        )

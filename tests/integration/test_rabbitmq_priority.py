@@ -72,10 +72,23 @@ def _start_worker(tmp_path: Path) -> Iterator[object]:
 
     def start(queue: str) -> subprocess.Popen[bytes]:
         command = [
-            sys.executable, "-m", "celery", "-A", "tests.integration.prio_app", "worker",
-            "-Q", queue, "-c", str(CONCURRENCY), "--loglevel", "WARNING",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-n", f"it-{uuid.uuid4().hex[:6]}@localhost",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.integration.prio_app",
+            "worker",
+            "-Q",
+            queue,
+            "-c",
+            str(CONCURRENCY),
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"it-{uuid.uuid4().hex[:6]}@localhost",
         ]
         with (tmp_path / "worker.out").open("wb") as output:
             worker = subprocess.Popen(
@@ -95,7 +108,9 @@ def _start_worker(tmp_path: Path) -> Iterator[object]:
                 worker.wait(timeout=10)
 
 
-def test_critical_tasks_overtake_the_backlog(it_app: ModuleType, start_worker: object, tmp_path: Path) -> None:
+def test_critical_tasks_overtake_the_backlog(
+    it_app: ModuleType, start_worker: object, tmp_path: Path
+) -> None:
     log = tmp_path / "starts.log"
     for number in range(BACKLOG):
         it_app.low.delay(number)
@@ -108,7 +123,7 @@ def test_critical_tasks_overtake_the_backlog(it_app: ModuleType, start_worker: o
     positions = [i for i, line in enumerate(lines) if line.startswith("critical")]
     low_after_last_critical = sum(1 for line in lines[positions[-1] :] if line.startswith("low"))
     overtaken = low_after_last_critical
-    print(  # noqa: T201 - the figures are the point of this test
+    print(
         f"\ncritical start positions {positions} (published after position {before}); "
         f"{overtaken} of {BACKLOG} low tasks started after the last critical one"
     )

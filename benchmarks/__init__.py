@@ -1,0 +1,1 @@
+"""prioroute's benchmarks: `python -m benchmarks [scenario]`, or `nox -s bench`."""
