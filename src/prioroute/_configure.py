@@ -324,6 +324,16 @@ def _refresh_caches(app: Celery) -> None:
         amqp.flush_routes()
 
 
+def _named_entries(value: Any, names: Mapping[str, str]) -> list[tuple[Mapping[str, Any], str]]:
+    """(mapping, name) for each key of a routes/annotations setting that names a registered task."""
+    return [
+        (mapping, name)
+        for mapping in _as_tuple(value)
+        if isinstance(mapping, Mapping)
+        for name in sorted(set(mapping) & set(names))
+    ]
+
+
 def _queue_args(queue: Queue) -> tuple[Any, ...]:
     arguments = dict(queue.queue_arguments or {})
     max_priority = getattr(queue, "max_priority", None)
@@ -356,23 +366,20 @@ def _conflicts(
             "into every task, where it beats each tier's priority when a task is published; "
             "remove the setting"
         )
-    registered = {r.task for r in registry.registrations()}
-    for route in _as_tuple(originals["task_routes"]):
-        if isinstance(route, Mapping):
-            for name in sorted(set(route) & registered):
-                conflicts.append(
-                    f"task_routes[{name!r}] = {route[name]!r}: the task is registered as "
-                    f"{registry.lookup(name).tier!r}, so prioroute routes it; remove the route "  # type: ignore[union-attr]
-                    "or the registration"
-                )
-    policy_keys = {k for r in registry.registrations() for k in settings.task_annotations[r.task]}
+    tiers = {r.task: r.tier for r in registry.registrations()}
+    for route, name in _named_entries(originals["task_routes"], tiers):
+        conflicts.append(
+            f"task_routes[{name!r}] = {route[name]!r}: the task is registered as "
+            f"{tiers[name]!r}, so prioroute routes it; remove the route or the registration"
+        )
+    for _, name in _named_entries(originals["task_annotations"], tiers):
+        conflicts.append(
+            f"task_annotations[{name!r}]: the task's policy comes from its tier "
+            f"{tiers[name]!r}; set it on the tier instead"
+        )
+    policy_keys = {k for name in tiers for k in settings.task_annotations[name]}
     for annotation in _as_tuple(originals["task_annotations"]):
         if isinstance(annotation, Mapping):
-            for name in sorted(set(annotation) & registered):
-                conflicts.append(
-                    f"task_annotations[{name!r}]: the task's policy comes from its tier "
-                    f"{registry.lookup(name).tier!r}; set it on the tier instead"  # type: ignore[union-attr]
-                )
             overlap = sorted(set(annotation.get("*", {})) & policy_keys)
             if overlap:
                 conflicts.append(
