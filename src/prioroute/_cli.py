@@ -13,7 +13,7 @@ import click
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
-from ._configure import configured_registry, layout_of
+from ._configure import configured_registry, layout_of, learn_task_names
 
 __all__ = ["load_app", "main"]
 
@@ -66,9 +66,7 @@ def routing_table(app: Celery) -> dict[str, Any]:
             f"app {app.main!r} was not configured by prioroute; call prioroute.configure(app) "
             "where the app is created"
         )
-    tasks = app.tasks  # imports the app's tasks, so every registration knows its name
-    for task in list(tasks.values()):
-        registry.match(type(task))
+    tasks = learn_task_names(app, registry)
     router = app.amqp.router
     rows: list[dict[str, Any]] = []
     for registration in registry.registrations():
@@ -88,7 +86,7 @@ def routing_table(app: Celery) -> dict[str, Any]:
                 "policy": {k: _plain(v) for k, v in tier.task_options().items()},
             }
         )
-    rows.sort(key=lambda r: (-int(r["urgency"]), str(r["queue"] or ""), str(r["task"])))
+    rows.sort(key=lambda r: (-r["urgency"], r["queue"] or "", r["task"]))
     queues = [
         {"name": q.name, "max_priority": getattr(q, "max_priority", None)}
         for q in app.amqp.queues.values()

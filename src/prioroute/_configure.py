@@ -170,8 +170,8 @@ def configure(
     settings = build(registry, broker=profile, queue=shared)
     # app._tasks, not app.tasks: the latter would finalize the app (create every task now).
     existing = list(app._tasks.values())  # type: ignore[attr-defined]
-    bound = [t for t in existing if registry.match(type(t)) is not None]
-    conflicts = _conflicts(originals, settings, registry, bound)
+    bound = [(t, r) for t in existing if (r := registry.match(type(t))) is not None]
+    conflicts = _conflicts(originals, settings, registry, [t for t, _ in bound])
     if conflicts:
         kind = (
             QueueConflictError
@@ -202,9 +202,7 @@ def configure(
     if previous is None:
         registry.subscribe(state.on_registration)
     _refresh_caches(app)
-    for task in bound:
-        registration = registry.match(type(task))
-        assert registration is not None
+    for task, registration in bound:
         _apply_policy(task, layout.annotation(registration), conf_before)
     return settings
 
@@ -221,6 +219,17 @@ def configured_registry(app: Celery) -> Registry | None:
     return None if state is None else state.registry
 
 
+def learn_task_names(app: Celery, registry: Registry) -> Mapping[str, Task[Any, Any]]:
+    """Finalize *app* and let *registry* match every task, so function registrations get names.
+
+    Returns the app's tasks by name.
+    """
+    tasks = app.tasks
+    for task in list(tasks.values()):
+        registry.match(type(task))
+    return tasks
+
+
 def validate(app: Celery, registry: Registry | None = None) -> None:
     """Raise :class:`~prioroute.UnknownTaskError` for registered tasks *app* does not have.
 
@@ -228,9 +237,7 @@ def validate(app: Celery, registry: Registry | None = None) -> None:
     test, at worker start-up, or from ``prioroute check``.
     """
     registry = registry or configured_registry(app) or default_registry
-    tasks = app.tasks
-    for task in list(tasks.values()):
-        registry.match(type(task))
+    tasks = learn_task_names(app, registry)
     missing = [r.task for r in registry.registrations() if r.task not in tasks]
     if missing:
         names = [n for n in tasks if not n.startswith("celery.")]
