@@ -9,6 +9,8 @@ from hypothesis import HealthCheck, settings
 
 import prioroute
 
+from ._memory import reset_memory_broker
+
 settings.register_profile(
     "default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -43,3 +45,10 @@ def _isolate_celery_tasks() -> Iterator[None]:
     before = set(_state._on_app_finalizers)
     yield
     _state._on_app_finalizers.intersection_update(before)
+
+
+@pytest.fixture(autouse=True)
+def _empty_memory_broker() -> Iterator[None]:
+    reset_memory_broker()
+    yield
+    reset_memory_broker()

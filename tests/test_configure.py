@@ -104,16 +104,33 @@ class TestRouting:
         app.send_task("tests.shared_deploy")
         assert published[-1]["priority"] == 2
 
-    def test_unregistered_tasks_go_to_shared_queue_without_priority(
+    def test_unregistered_tasks_go_to_shared_queue_at_least_urgent_priority(
         self, app: Celery, registry: Registry
     ) -> None:
         prioroute.configure(app, registry)
-        assert route(app, "somebody.elses.task") == ("prioroute", None)
+        assert route(app, "somebody.elses.task") == ("prioroute", 0)
+
+    def test_unregistered_tasks_are_least_urgent_on_redis(
+        self, app: Celery, registry: Registry, published: list[dict[str, Any]]
+    ) -> None:
+        """On Redis a message without priority is the *most* urgent; prioroute's default route
+        publishes unregistered tasks at the least urgent step instead."""
+        prioroute.configure(app, registry, broker="redis")
+        app.send_task("somebody.elses.task")
+        assert published[-1]["priority"] == 2
+        assert route(app, "somebody.elses.task") == ("prioroute", 2)
+
+    def test_an_apps_own_routes_beat_the_default_route(
+        self, app: Celery, registry: Registry
+    ) -> None:
+        app.conf.task_routes = {"theirs.*": {"queue": "theirs"}}
+        prioroute.configure(app, registry)
+        assert route(app, "theirs.task")[0] == "theirs"
 
     def test_tasks_registered_after_configure(self, app: Celery, registry: Registry) -> None:
         """Autodiscovery imports task modules after configure(); they still route."""
         prioroute.configure(app, registry)
-        assert route(app, "late.one")[1] is None  # router already built and cached
+        assert route(app, "late.one") == ("prioroute", 0)  # router already built and cached
 
         registry.register("late.one", "critical")
 
@@ -383,7 +400,7 @@ class TestConfigureCalls:
         routes_once = app.conf.task_routes
         second = prioroute.configure(app, registry)
         assert first == second
-        assert len(app.conf.task_routes) == len(routes_once) == 2
+        assert len(app.conf.task_routes) == len(routes_once) == 3  # ours, theirs, default
         assert route(app, "a") == ("prioroute", 2)
         assert route(app, "x.y") == ("x", None)
 

@@ -16,30 +16,52 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._build import DEFAULT_QUEUE, Layout, Settings, build
+from ._build import DEFAULT_QUEUE, TOPOLOGIES, Layout, Settings, build
 from ._configure import configure, configured_registry, validate
 from ._errors import (
     ConfigConflictError,
     PriorouteError,
+    PriorouteWarning,
     QueueConflictError,
     RegistrationError,
     TierError,
+    TopologyError,
     UnknownTaskError,
     UnknownTierError,
 )
-from ._profiles import RABBITMQ, BrokerProfile, profile_for
+from ._plan import LANE_PREFETCH, Worker, WorkerPlan, plan_workers
+from ._profiles import (
+    NO_PRIORITY,
+    PROFILES,
+    RABBITMQ,
+    RABBITMQ4_QUORUM,
+    RABBITMQ_QUORUM,
+    REDIS,
+    SQS,
+    BrokerProfile,
+    profile_for,
+)
 from ._registry import Registration, Registry, TierDecorator, default_registry
 from ._tiers import DEFAULT_TIERS, MAX_URGENCY, Retry, Tier
 
 __all__ = [
     "DEFAULT_QUEUE",
     "DEFAULT_TIERS",
+    "LANE_PREFETCH",
     "MAX_URGENCY",
+    "NO_PRIORITY",
+    "PROFILES",
     "RABBITMQ",
+    "RABBITMQ4_QUORUM",
+    "RABBITMQ_QUORUM",
+    "REDIS",
+    "SQS",
+    "TOPOLOGIES",
     "BrokerProfile",
     "ConfigConflictError",
     "Layout",
     "PriorouteError",
+    "PriorouteWarning",
     "QueueConflictError",
     "Registration",
     "RegistrationError",
@@ -49,8 +71,11 @@ __all__ = [
     "Tier",
     "TierDecorator",
     "TierError",
+    "TopologyError",
     "UnknownTaskError",
     "UnknownTierError",
+    "Worker",
+    "WorkerPlan",
     "build",
     "configure",
     "configured_registry",
@@ -58,6 +83,7 @@ __all__ = [
     "default_registry",
     "low",
     "normal",
+    "plan_workers",
     "profile_for",
     "register",
     "tier",

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import difflib
+import warnings
 import weakref
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import attrs
 from celery import Celery, Task
 from celery.app.autoretry import add_autoretry_behaviour
+from celery.signals import before_task_publish
 from kombu import Queue
 
 from ._build import DEFAULT_QUEUE, REASONS, Layout, Settings, build
-from ._errors import ConfigConflictError, PriorouteError, QueueConflictError, UnknownTaskError
+from ._errors import (
+    ConfigConflictError,
+    PriorouteError,
+    PriorouteWarning,
+    QueueConflictError,
+    UnknownTaskError,
+)
 from ._profiles import BrokerProfile, profile_for
 from ._registry import Registry, default_registry
 
@@ -27,6 +36,8 @@ _ROUTING_ATTRIBUTES = ("queue", "priority", "routing_key", "exchange", "exchange
 _SCALARS = (
     "task_default_exchange",
     "task_default_routing_key",
+    "task_default_exchange_type",
+    "task_default_queue_type",
     "task_queue_max_priority",
     "task_inherit_parent_priority",
     "task_acks_late",
@@ -59,6 +70,24 @@ class _Router:
     ) -> dict[str, Any] | None:
         route = self.routes.get(name)
         return None if route is None else dict(route)
+
+
+class _DefaultRouter:
+    """The router prioroute puts last in ``task_routes``: tasks no tier and no route of the
+    app's own names go to the shared queue at the least urgent tier's priority."""
+
+    __slots__ = ("route",)
+
+    def __init__(self, route: Mapping[str, Any]) -> None:
+        self.route = dict(route)
+
+    def __repr__(self) -> str:
+        return f"<prioroute default route: {self.route}>"
+
+    def __call__(
+        self, name: str, args: Any = None, kwargs: Any = None, options: Any = None, **kw: Any
+    ) -> dict[str, Any]:
+        return dict(self.route)
 
 
 class _Annotations:
@@ -102,12 +131,14 @@ class _AppState:
     originals: dict[str, Any]
     router: _Router
     declared: set[str]
+    warned: set[str] = attrs.field(factory=set)
 
     def on_registration(self, task: str | None, tier: str, queue: str | None) -> None:
         """Keep the app's routes and queues in step with registrations made after configure()."""
         app = self.app()
         if app is None:
             return
+        self.layout.check(self.registry)
         if task is not None:
             registration = self.registry.lookup(task)
             if registration is not None:
@@ -131,6 +162,7 @@ def configure(
     *,
     broker: str | BrokerProfile | None = None,
     queue: str | None = None,
+    topology: str | None = None,
 ) -> Settings:
     """Apply prioroute's settings for *registry* to *app*; return what was applied.
 
@@ -142,6 +174,10 @@ def configure(
             ``None``.
         queue: The shared priority queue's name. ``None`` means the app's own
             ``task_default_queue`` if it set one, else ``"prioroute"``.
+        topology: ``"shared"`` (one priority queue that a plain worker serves in urgency
+            order), ``"lanes"`` (one queue per tier, for a worker per lane; see
+            :func:`~prioroute.plan_workers`), or ``None`` for the broker's default:
+            shared where it has message priority, lanes where it has none.
 
     Nothing the app already has is dropped silently: its routes, queues and annotations for
     other tasks keep working, after prioroute's own. A setting of the app's that
@@ -167,7 +203,7 @@ def configure(
 
     profile = profile_for(broker, conf.broker_url)
     shared = _shared_queue(queue, originals["task_default_queue"], originals["set"])
-    settings = build(registry, broker=profile, queue=shared)
+    settings = build(registry, broker=profile, queue=shared, topology=topology)
     # app._tasks, not app.tasks: the latter would finalize the app (create every task now).
     existing = list(app._tasks.values())  # type: ignore[attr-defined]
     bound = [(t, r) for t in existing if (r := registry.match(type(t))) is not None]
@@ -181,26 +217,30 @@ def configure(
         lines = "\n".join(f"  - {c}" for c in conflicts)
         raise kind(f"app {app.main!r} has settings that contradict prioroute's:\n{lines}")
 
-    layout = Layout.of(registry, profile, shared)
+    layout = Layout.of(registry, profile, shared, topology)
     router = _Router(settings.task_routes)
     declared = {q.name for q in settings.task_queues}
     state = _AppState(weakref.ref(app), registry, layout, settings, originals, router, declared)
     values = settings.as_dict()
-    values["task_routes"] = (router, *_as_tuple(originals["task_routes"]))
+    default = () if settings.default_route is None else (_DefaultRouter(settings.default_route),)
+    values["task_routes"] = (router, *_as_tuple(originals["task_routes"]), *default)
     values["task_annotations"] = (_Annotations(state), *_as_tuple(originals["task_annotations"]))
     values["task_queues"] = (
         *settings.task_queues,
         *(q for q in originals["task_queues"] or () if q.name not in declared),
     )
-    values["broker_transport_options"] = {
-        **(originals["broker_transport_options"] or {}),
-        **settings.broker_transport_options,
-    }
+    values["broker_transport_options"] = _merged_options(
+        originals["broker_transport_options"] or {}, settings.broker_transport_options
+    )
     conf_before = {key: conf.get(key) for key in _FROM_CONFIG.values()}
     conf.update(values)
     _STATES[app] = state
     if previous is None:
         registry.subscribe(state.on_registration)
+    if layout.profile.visibility_timeout:
+        before_task_publish.connect(
+            _check_countdown, weak=False, dispatch_uid="prioroute.check_countdown"
+        )
     _refresh_caches(app)
     for task, registration in bound:
         _apply_policy(task, layout.annotation(registration), conf_before)
@@ -321,6 +361,52 @@ def _apply_policy(task: Task[Any, Any], policy: Mapping[str, Any], conf: Mapping
         add_autoretry_behaviour(task)
 
 
+def _merged_options(user: Mapping[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:
+    """The app's transport options with prioroute's; a longer visibility timeout of the
+    app's own is kept."""
+    merged = {**user, **ours}
+    if (
+        "visibility_timeout" in ours
+        and user.get("visibility_timeout", 0) > ours["visibility_timeout"]
+    ):
+        merged["visibility_timeout"] = user["visibility_timeout"]
+    return merged
+
+
+def _check_countdown(sender: str | None = None, headers: Any = None, **_: Any) -> None:
+    """Warn once per task when a countdown or ETA outlasts the visibility timeout.
+
+    On Redis and SQS, a worker holds an ETA task unacknowledged until it is due; once the
+    visibility timeout passes, the broker hands it to another worker too.
+    """
+    eta = (headers or {}).get("eta")
+    if not eta or sender is None:
+        return
+    try:
+        due = datetime.fromisoformat(eta)
+    except (TypeError, ValueError):
+        return
+    now = datetime.now(timezone.utc) if due.tzinfo else datetime.now()
+    delay = (due - now).total_seconds()
+    for app, state in list(_STATES.items()):
+        if not state.layout.profile.visibility_timeout or sender in state.warned:
+            continue
+        if sender not in app._tasks and state.registry.lookup(sender) is None:  # type: ignore[attr-defined]
+            continue
+        options = app.conf.broker_transport_options or {}
+        timeout = options.get("visibility_timeout")
+        if timeout is not None and delay > timeout:
+            state.warned.add(sender)
+            warnings.warn(
+                f"task {sender!r} was published with a countdown/ETA of {delay:.0f} s, longer "
+                f"than broker_transport_options['visibility_timeout'] ({timeout} s): the "
+                "broker will deliver it again to another worker before it is due, so it runs "
+                "twice. Shorten the countdown, or raise visibility_timeout above it",
+                PriorouteWarning,
+                stacklevel=2,
+            )
+
+
 def _refresh_caches(app: Celery) -> None:
     """Make Celery re-read routes, queues and annotations it cached on first use."""
     app.__dict__.pop("annotations", None)
@@ -408,7 +494,13 @@ def _conflicts(
             )
     user_options = originals["broker_transport_options"] or {}
     for key, value in settings.broker_transport_options.items():
-        if key in user_options and user_options[key] != value:
+        if key == "visibility_timeout" and user_options.get(key, value) < value:
+            conflicts.append(
+                f"broker_transport_options['visibility_timeout'] = {user_options[key]!r}: "
+                f"the tiers' longest retry delay or time limit needs at least {value} s, or "
+                "acks_late tasks are delivered twice; raise it or remove the option"
+            )
+        elif key != "visibility_timeout" and key in user_options and user_options[key] != value:
             conflicts.append(
                 f"broker_transport_options[{key!r}] = {user_options[key]!r}: prioroute sets "
                 f"{value!r} because it {REASONS['broker_transport_options']}; remove the option"

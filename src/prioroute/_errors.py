@@ -9,7 +9,11 @@ standard exception a caller would naturally catch::
     ├── RegistrationError (ValueError)      a task is registered in a contradictory or unusable way
     ├── ConfigConflictError (ValueError)    the app's own Celery settings contradict prioroute's
     │   └── QueueConflictError              a queue is declared with arguments prioroute cannot use
+    ├── TopologyError (ValueError)          the broker cannot serve the asked-for queue layout
     └── UnknownTaskError (LookupError)      a registered task name that Celery never registers
+
+:class:`PriorouteWarning` (a ``UserWarning``) flags what works but may surprise, such as a
+countdown longer than the broker's visibility timeout.
 
 Messages name the task, tier or setting at fault and say how to fix it.
 """
@@ -19,9 +23,11 @@ from __future__ import annotations
 __all__ = [
     "ConfigConflictError",
     "PriorouteError",
+    "PriorouteWarning",
     "QueueConflictError",
     "RegistrationError",
     "TierError",
+    "TopologyError",
     "UnknownTaskError",
     "UnknownTierError",
 ]
@@ -57,3 +63,12 @@ class QueueConflictError(ConfigConflictError):
 
 class UnknownTaskError(PriorouteError, LookupError):
     """Tasks registered with prioroute are not registered with the Celery app."""
+
+
+class TopologyError(PriorouteError, ValueError):
+    """The broker cannot keep tiers apart in the asked-for topology (e.g. a shared queue on
+    a broker without message priority)."""
+
+
+class PriorouteWarning(UserWarning):
+    """Something works but may not do what you expect; the message says what and why."""

@@ -248,10 +248,14 @@ class Registry:
     def lanes(self) -> frozenset[str]:
         """Every queue a tier or a registration names (the shared queue excluded)."""
         queues = {tier.queue for tier in self._tiers.values()}
-        queues.update(r.queue for r in self._by_name.values())
-        queues.update(p.queue for p in self._by_function.values())
-        queues.discard(None)
+        queues.update(queue for _, queue in self.overrides())
         return frozenset(q for q in queues if q is not None)
+
+    def overrides(self) -> frozenset[tuple[str, str]]:
+        """``(tier, queue)`` for every registration, named or pending, with its own queue."""
+        found = {(r.tier, r.queue) for r in self._by_name.values() if r.queue is not None}
+        found.update((p.tier, p.queue) for p in self._by_function.values() if p.queue is not None)
+        return frozenset(found)
 
     def queue_of(self, registration: Registration) -> str | None:
         """The lane *registration* goes to, or ``None`` for the shared queue."""

@@ -90,7 +90,7 @@ def assert_routes(app: Celery) -> None:
         if registration.task not in app.tasks:
             continue
         want_queue = layout.queue_name(registration)
-        want_priority = layout.priorities[registration.tier]
+        want_priority = None if layout.priorities is None else layout.priorities[registration.tier]
         try:
             got = published_route(app, registration.task)
         except Exception as exc:  # Celery's QueueNotFound and the like: report, don't crash
