@@ -1,3 +1,5 @@
+"""Real brokers for the integration tests: under CI their absence fails a test, never skips it."""
+
 from __future__ import annotations
 
 import os
@@ -6,6 +8,7 @@ import pytest
 from kombu import Connection
 
 AMQP_URL = os.environ.get("PRIOROUTE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+REDIS_URL = os.environ.get("PRIOROUTE_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def _unreachable(url: str) -> str | None:
@@ -17,16 +20,26 @@ def _unreachable(url: str) -> str | None:
     return None
 
 
-@pytest.fixture(name="amqp_url", scope="session")
-def _amqp_url() -> str:
-    """A reachable RabbitMQ; under CI its absence fails the test instead of skipping it."""
-    problem = _unreachable(AMQP_URL)
+def _require(name: str, url: str, variable: str) -> str:
+    problem = _unreachable(url)
     if problem is not None:
         message = (
-            f"RabbitMQ is not reachable at {AMQP_URL} ({problem}); start it with "
-            "`scripts/brokers up` or set PRIOROUTE_AMQP_URL"
+            f"{name} is not reachable at {url} ({problem}); start it with "
+            f"`scripts/brokers up` or set {variable}"
         )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return AMQP_URL
+    return url
+
+
+@pytest.fixture(name="amqp_url", scope="session")
+def _amqp_url() -> str:
+    """A reachable RabbitMQ."""
+    return _require("RabbitMQ", AMQP_URL, "PRIOROUTE_AMQP_URL")
+
+
+@pytest.fixture(name="redis_url", scope="session")
+def _redis_url() -> str:
+    """A reachable Redis (database 15 unless PRIOROUTE_REDIS_URL says otherwise)."""
+    return _require("Redis", REDIS_URL, "PRIOROUTE_REDIS_URL")

@@ -1,4 +1,17 @@
-"""The app the integration tests run real workers for: a low and a critical task."""
+"""The app the integration tests run real workers for: a low and a critical task.
+
+The environment chooses the broker and how the app is configured:
+
+``PRIOROUTE_IT_BROKER``    the broker URL
+``PRIOROUTE_IT_MODE``      ``prioroute`` (default); ``plain``: one plain queue with a route
+                           priority for the critical task, as users write by hand;
+                           ``rabbitmq-numbering``: hand-written RabbitMQ-style priorities
+                           (critical 9, low 1) with Redis's default priority steps
+``PRIOROUTE_IT_PROFILE``   prioroute's broker profile (default: from the URL)
+``PRIOROUTE_IT_TOPOLOGY``  ``shared`` or ``lanes`` (default: the profile's)
+``PRIOROUTE_IT_QUEUE``     the shared queue's name, unique per test
+``PRIOROUTE_IT_LOG``       the file each task appends its start to
+"""
 
 from __future__ import annotations
 
@@ -11,9 +24,10 @@ import prioroute
 
 QUEUE = os.environ.get("PRIOROUTE_IT_QUEUE", "prioroute-it")
 LOG = os.environ.get("PRIOROUTE_IT_LOG", "prioroute-it.log")
+MODE = os.environ.get("PRIOROUTE_IT_MODE", "prioroute")
 
 app = Celery(
-    "prio_it", broker=os.environ.get("PRIOROUTE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    "prio_it", broker=os.environ.get("PRIOROUTE_IT_BROKER", "amqp://guest:guest@127.0.0.1:5672//")
 )
 app.conf.broker_connection_retry_on_startup = True
 registry = prioroute.Registry()
@@ -37,10 +51,21 @@ def critical(number: int) -> None:
     _record("critical", number)
 
 
-if os.environ.get("PRIOROUTE_IT_WITHOUT_PRIOROUTE"):
-    # The control: what the tasks get without prioroute, one plain queue.
+if MODE == "plain":
     app.conf.task_default_queue = QUEUE
     app.conf.task_routes = {"it.critical": {"priority": 9}}
     app.conf.worker_prefetch_multiplier = 1
+elif MODE == "rabbitmq-numbering":
+    app.conf.task_default_queue = QUEUE
+    app.conf.task_routes = {"it.critical": {"priority": 9}, "it.low": {"priority": 1}}
+    app.conf.worker_prefetch_multiplier = 1
+    app.conf.task_acks_late = True
+    app.conf.broker_transport_options = {"queue_order_strategy": "priority"}
 else:
-    prioroute.configure(app, registry, queue=QUEUE)
+    prioroute.configure(
+        app,
+        registry,
+        queue=QUEUE,
+        broker=os.environ.get("PRIOROUTE_IT_PROFILE") or None,
+        topology=os.environ.get("PRIOROUTE_IT_TOPOLOGY") or None,
+    )
