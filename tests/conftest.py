@@ -35,19 +35,6 @@ def _app() -> Iterator[Celery]:
 
 
 @pytest.fixture(autouse=True)
-def _isolate_celery_tasks() -> Iterator[None]:
-    """``@app.task`` is shared by default: Celery adds it to every app finalized later.
-
-    Tests define tasks with the same names in many apps; forget them after each test.
-    """
-    from celery import _state
-
-    before = set(_state._on_app_finalizers)
-    yield
-    _state._on_app_finalizers.intersection_update(before)
-
-
-@pytest.fixture(autouse=True)
 def _empty_memory_broker() -> Iterator[None]:
     reset_memory_broker()
     yield

@@ -31,8 +31,9 @@ class TestShow:
         result = runner.invoke(main, ["show", "examples.ansflow:app"])
         assert result.exit_code == 0, result.output
         lines = result.output.splitlines()
-        assert (
-            lines[0] == "app ansflow · broker amqp://ansflow:**@localhost:5672// · profile rabbitmq"
+        assert lines[0] == (
+            "app ansflow · broker amqp://ansflow:**@localhost:5672// · profile rabbitmq · "
+            "topology shared"
         )
         assert "ansflow@" not in result.output.replace("ansflow:**@", "")  # password masked
         rows = [line.split() for line in lines[3:10]]
@@ -61,6 +62,28 @@ class TestShow:
             "cleanup": 2,
             "default": 2,
         }
+        assert data["unregistered_tasks"] == {"queue": "default", "priority": 0}
+        assert data["topology"] == "shared"
+        assert data["notes"] == []
+
+    def test_redis_lanes_say_what_the_broker_cannot_do(
+        self, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "redis_lanes_app.py").write_text(
+            "from celery import Celery\n"
+            "import prioroute\n"
+            "app = Celery('rl', broker='redis://127.0.0.1:6379/0')\n"
+            "registry = prioroute.Registry()\n"
+            "registry.register('rl.deploy', 'critical')\n"
+            "prioroute.configure(app, registry, topology='lanes')\n"
+        )
+        monkeypatch.chdir(tmp_path)
+        result = runner.invoke(main, ["show", "redis_lanes_app:app"])
+        assert result.exit_code == 0, result.output
+        assert "profile redis · topology lanes" in result.output
+        assert "critical  0         prioroute.critical  rl.deploy" in result.output
+        assert "go to 'prioroute' at priority 2" in result.output
+        assert "note: redis: a task still running after visibility_timeout" in result.output
 
     def test_python_dash_m(self) -> None:
         result = subprocess.run(

@@ -88,18 +88,31 @@ def routing_table(app: Celery) -> dict[str, Any]:
         )
     rows.sort(key=lambda r: (-r["urgency"], r["queue"] or "", r["task"]))
     queues = [
-        {"name": q.name, "max_priority": getattr(q, "max_priority", None)}
+        {
+            "name": q.name,
+            "max_priority": getattr(q, "max_priority", None),
+            "type": (q.queue_arguments or {}).get("x-queue-type", "classic"),
+        }
         for q in app.amqp.queues.values()
     ]
+    default = layout.default_route() or {"queue": layout.shared_queue, "priority": None}
     return {
         "app": app.main,
         "broker": maybe_sanitize_url(app.conf.broker_url or ""),
         "profile": layout.profile.name,
+        "topology": layout.topology,
         "shared_queue": layout.shared_queue,
-        "unregistered_tasks": {"queue": layout.shared_queue, "priority": None},
-        "queues": sorted(queues, key=lambda q: q["name"]),
+        "unregistered_tasks": default,
+        "queues": queues,
         "tasks": rows,
+        "notes": list(layout.notes()),
     }
+
+
+def _queue_text(queue: dict[str, Any]) -> str:
+    if queue["max_priority"] is not None:
+        return f"{queue['name']} (x-max-priority {queue['max_priority']})"
+    return f"{queue['name']} ({queue['type']})"
 
 
 def _plain(value: Any) -> Any:
@@ -125,20 +138,28 @@ def _table(data: dict[str, Any]) -> str:
         for i, h in enumerate(header)
     ]
     lines = [
-        f"app {data['app']} · broker {data['broker']} · profile {data['profile']}",
+        f"app {data['app']} · broker {data['broker']} · profile {data['profile']} · "
+        f"topology {data['topology']}",
         "",
         "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
     ]
     lines += [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
-    queues = ", ".join(f"{q['name']} (x-max-priority {q['max_priority']})" for q in data["queues"])
+    default = data["unregistered_tasks"]
+    unregistered = (
+        f"tasks not registered with prioroute go to {default['queue']!r} at priority "
+        f"{default['priority']} (as urgent as the least urgent tier)"
+        if default["priority"] is not None
+        else f"tasks not registered with prioroute go to {default['queue']!r} (no priorities "
+        "on this broker)"
+    )
     lines += [
         "",
-        f"queues: {queues}",
-        f"tasks not registered with prioroute go to {data['shared_queue']!r} with no priority "
-        "(the broker treats that as the least urgent)",
+        f"queues (most urgent first): {', '.join(map(_queue_text, data['queues']))}",
+        unregistered,
     ]
+    lines += [f"note: {note}" for note in data["notes"]]
     missing = [r["task"] for r in data["tasks"] if not r["known_to_celery"]]
     if missing:
         lines.append(f"warning: registered but unknown to Celery: {', '.join(missing)}")
