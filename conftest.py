@@ -15,15 +15,17 @@ markdown = Sybil(
     parsers=[PythonCodeBlockParser()],
     patterns=["README.md", "*.md"],
     excludes=["CHANGELOG.md"],
+    fixtures=["_isolate_celery_tasks"],
 )
 docstrings = Sybil(
     parsers=[DocTestParser(optionflags=ELLIPSIS | NORMALIZE_WHITESPACE)],
     patterns=["src/prioroute/*.py"],
+    fixtures=["_isolate_celery_tasks"],
 )
 pytest_collect_file = (markdown + docstrings).pytest()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True)  # Sybil's examples ask for it by name, above
 def _isolate_celery_tasks() -> Iterator[None]:
     """``@app.task`` is shared by default: Celery adds it to every app finalized later.
 

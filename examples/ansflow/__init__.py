@@ -31,10 +31,14 @@ app = Celery(
     backend=os.environ.get("ANSFLOW_RESULT_BACKEND", "redis://localhost:6379/0"),
 )
 
-#: The plan's retry policy (3 retries, 60 s apart) on every tier; tiers keep their urgency.
+#: The plan's retry policy (3 retries, 60 s apart) on every tier, for the errors a flaky
+#: network raises (the plan's retries never happened: nothing called ``self.retry()``), and
+#: a time limit per tier so a hung task cannot hold its message forever.
+RETRY = prioroute.Retry(max_retries=3, delay=60, autoretry_for=(ConnectionError, TimeoutError))
+TIME_LIMITS = {"critical": 1800, "normal": 900, "low": 3600}
 registry = prioroute.Registry(
     [
-        prioroute.Tier(t.name, t.urgency, retry=prioroute.Retry(max_retries=3, delay=60))
+        prioroute.Tier(t.name, t.urgency, retry=RETRY, time_limit=TIME_LIMITS[t.name])
         for t in prioroute.DEFAULT_TIERS.values()
     ]
 )

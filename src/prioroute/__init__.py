@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._build import DEFAULT_QUEUE, TOPOLOGIES, Layout, Settings, build
+from ._check import RULES, Finding, Report, Rule, check
 from ._configure import configure, configured_registry, validate
 from ._errors import (
     ConfigConflictError,
@@ -55,10 +56,12 @@ __all__ = [
     "RABBITMQ4_QUORUM",
     "RABBITMQ_QUORUM",
     "REDIS",
+    "RULES",
     "SQS",
     "TOPOLOGIES",
     "BrokerProfile",
     "ConfigConflictError",
+    "Finding",
     "Layout",
     "PriorouteError",
     "PriorouteWarning",
@@ -66,7 +69,9 @@ __all__ = [
     "Registration",
     "RegistrationError",
     "Registry",
+    "Report",
     "Retry",
+    "Rule",
     "Settings",
     "Tier",
     "TierDecorator",
@@ -77,6 +82,7 @@ __all__ = [
     "Worker",
     "WorkerPlan",
     "build",
+    "check",
     "configure",
     "configured_registry",
     "critical",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import sys
 import traceback
 from typing import Any
@@ -13,7 +14,9 @@ import click
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
+from ._check import RULES, check
 from ._configure import configured_registry, layout_of, learn_task_names
+from ._errors import PriorouteError
 
 __all__ = ["load_app", "main"]
 
@@ -189,3 +192,78 @@ def show(app_spec: str, fmt: str) -> None:
     """
     data = routing_table(load_app(app_spec))
     click.echo(json.dumps(data, indent=2) if fmt == "json" else _table(data))
+
+
+_COLOURS = {"error": "red", "warning": "yellow", "info": "cyan"}
+EXIT_USAGE = 4
+
+
+class _UsageError(click.UsageError):
+    """Bad usage of ``check``: exit code 4, since 1-3 report findings or a broken app."""
+
+    exit_code = EXIT_USAGE
+
+
+class _CheckCommand(click.Command):
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise _UsageError(exc.message, exc.ctx) from None
+
+
+def _usage(message: str) -> click.UsageError:
+    return _UsageError(message)
+
+
+@main.command(name="check", cls=_CheckCommand)
+@click.argument("app_spec", metavar="APP", required=False)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format; json is for CI (schema in the docs).",
+)
+@click.option("--strict", is_flag=True, help="Exit 1 when there are warnings (and no errors).")
+@click.option(
+    "--ignore",
+    "ignore",
+    multiple=True,
+    metavar="RULE",
+    help="Silence a rule, e.g. --ignore PR015 (repeatable; comma-separated also works).",
+)
+@click.option("--list-rules", is_flag=True, help="List every rule and exit.")
+def check_command(
+    app_spec: str | None, fmt: str, strict: bool, ignore: tuple[str, ...], list_rules: bool
+) -> None:
+    """Find priority, routing and reliability mistakes in APP (module:app), without a broker.
+
+    Works on any Celery app, with or without prioroute. Exit codes: 0 no errors (or only
+    warnings without --strict), 1 warnings with --strict, 2 errors, 3 APP could not be
+    loaded, 4 bad usage.
+    """
+    if list_rules:
+        for rule in RULES.values():
+            click.echo(f"{rule.id}  {rule.severity:<7}  {rule.name}: {rule.summary}")
+        return
+    if app_spec is None:
+        raise _usage("missing APP (e.g. proj.celery:app); see --help")
+    app = load_app(app_spec)
+    ignored = [part.strip().upper() for item in ignore for part in item.split(",") if part.strip()]
+    try:
+        report = check(app, ignore=ignored)
+    except PriorouteError as exc:
+        raise _usage(str(exc)) from None
+    except Exception as exc:  # importing the app's task modules failed
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        raise AppLoadError(f"cannot load the tasks of {app_spec!r}: {detail}") from None
+    if fmt == "json":
+        data = report.as_dict()
+        data["exit_code"] = report.exit_code(strict=strict)
+        click.echo(json.dumps(data, indent=2))
+    else:
+        width = min(100, max(60, shutil.get_terminal_size((80, 24)).columns))
+        click.echo(report.format(width=width, style=lambda t, s: click.style(t, fg=_COLOURS[s])))
+    sys.exit(report.exit_code(strict=strict))

@@ -9,6 +9,9 @@ to its tier's queue with its tier's priority and that every routed queue is decl
     def test_routing():
         prioroute.testing.assert_routes(app)
 
+``assert_clean(app)`` runs ``prioroute check`` on any Celery app and fails on errors and
+warnings, so a config that drifts into a mistake fails your tests, not your deploys.
+
 The hypothesis strategies (:func:`task_names`, :func:`tiers`, :func:`tier_sets`,
 :func:`registries`, :func:`queue_names`) need the ``testing`` extra:
 ``pip install prioroute[testing]``.
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
+from ._check import check
 from ._configure import configured_registry, layout_of, validate
 from ._errors import UnknownTaskError
 
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
     from ._strategies import queue_names, registries, task_names, tier_sets, tiers
 
 __all__ = [
+    "assert_clean",
     "assert_routes",
     "published_route",
     "queue_names",
@@ -118,3 +123,18 @@ def assert_routes(app: Celery) -> None:
         raise AssertionError(
             "prioroute routing problems:\n" + "\n".join(f"  - {p}" for p in problems)
         )
+
+
+def assert_clean(app: Celery, *, ignore: tuple[str, ...] = (), strict: bool = True) -> None:
+    """Fail with ``prioroute check``'s report unless *app* has no errors (and, if *strict*,
+    no warnings).
+
+    Works on any Celery app. Silence a rule you accept with ``ignore=("PR015",)`` or the
+    app's ``prioroute_check_ignore`` setting.
+
+    Raises ``AssertionError`` whose message is the report.
+    """
+    __tracebackhide__ = True
+    report = check(app, ignore=ignore)
+    if report.exit_code(strict=strict):
+        raise AssertionError("\n" + report.format())
