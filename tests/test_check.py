@@ -491,3 +491,20 @@ def test_assert_clean_fails_with_the_report() -> None:
 def test_check_takes_an_app() -> None:
     with pytest.raises(PriorouteError, match="Celery app"):
         check("proj")  # type: ignore[arg-type]
+
+
+def test_prioroute_needs_no_redis_package() -> None:
+    """Importing and checking must work where the redis client is not installed."""
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import prioroute\n"
+        "from celery import Celery\n"
+        "app = Celery('x', broker='redis://127.0.0.1/0', set_as_current=False)\n"
+        "app.conf.task_routes = {'a': {'priority': 1}}\n"
+        "print(prioroute.check(app).exit_code())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"

@@ -22,7 +22,6 @@ import attrs
 from celery import Celery, Task
 from celery.app.defaults import DEFAULTS
 from kombu import Queue
-from kombu.transport.redis import PRIORITY_STEPS as REDIS_DEFAULT_STEPS
 from kombu.utils.url import maybe_sanitize_url
 
 from ._configure import configured_registry, layout_of, learn_task_names
@@ -33,6 +32,9 @@ __all__ = ["RULES", "Finding", "Report", "Rule", "check"]
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
+
+#: kombu's default ``priority_steps`` on Redis (not imported: that needs the redis package).
+REDIS_DEFAULT_STEPS = (0, 3, 6, 9)
 
 #: Version of the JSON document ``Report.as_dict()`` returns.
 SCHEMA_VERSION = 1
