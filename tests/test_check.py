@@ -508,3 +508,9 @@ def test_prioroute_needs_no_redis_package() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"
+
+
+def test_the_reference_lists_every_rule() -> None:
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    for rule in RULES.values():
+        assert f"| `{rule.id}` | {rule.severity} | `{rule.name}` |" in reference
