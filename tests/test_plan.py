@@ -64,6 +64,12 @@ class TestLanes:
             ("prioroute.low", ("prioroute.low", "prioroute"), ("low",), 1, 1),
         ]
 
+    def test_a_tier_sharing_a_queue_is_not_a_worker_name(self, registry: Registry) -> None:
+        app = _app()
+        prioroute.configure(app, registry)
+        with pytest.raises(PriorouteError, match=r"'low'.*neither a queue nor a tier"):
+            plan_workers(app, {"prioroute": 2, "low": 1})
+
     def test_total_concurrency_goes_to_the_most_urgent_first(self, registry: Registry) -> None:
         app = _app()
         prioroute.configure(app, registry, topology="lanes")

@@ -7,9 +7,11 @@ import json
 import os
 import shutil
 import sys
+import time
 import traceback
 from typing import Any
 
+import attrs
 import click
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
@@ -17,8 +19,10 @@ from kombu.utils.url import maybe_sanitize_url
 from ._check import RULES, check
 from ._configure import configured_registry, layout_of, learn_task_names
 from ._errors import PriorouteError
+from ._operate import BrokerUnreachable, QueueState, masked, probe_queues, watch
+from ._plan import Worker, WorkerPlan, plan_workers
 
-__all__ = ["load_app", "main"]
+__all__ = ["celery_command", "load_app", "main"]
 
 EXIT_APP_NOT_LOADED = 3
 
@@ -171,12 +175,47 @@ def _table(data: dict[str, Any]) -> str:
 
 @click.group()
 @click.version_option(package_name="prioroute")
-def main() -> None:
+@click.option(
+    "-A",
+    "--app",
+    "app_option",
+    metavar="APP",
+    help="The Celery app (module:attribute), as `celery -A` takes it; or give it after the command.",
+)
+@click.pass_context
+def main(ctx: click.Context, app_option: str | None) -> None:
     """prioroute: Celery task priorities that actually work."""
+    ctx.obj = _Options(app_option)
+
+
+@attrs.frozen
+class _Options:
+    app: str | None
+
+
+def _app_from(ctx: click.Context, spec: str | None) -> Celery:
+    """The app: given to the command, to ``prioroute -A``, or by ``celery -A`` when prioroute
+    runs as a Celery subcommand."""
+    if spec:
+        return load_app(spec)
+    root = ctx.find_root().obj
+    if isinstance(root, _Options) and root.app:
+        return load_app(root.app)
+    app = getattr(root, "app", None)
+    if isinstance(app, Celery):
+        return app
+    raise _UsageError("missing APP: give it after the command or as -A (e.g. -A proj.celery:app)")
+
+
+def _app_path(ctx: click.Context, spec: str | None, app: Celery) -> str:
+    """What ``celery -A`` should import: as given to us, or to ``celery -A``."""
+    root = ctx.find_root()
+    given = root.obj.app if isinstance(root.obj, _Options) else root.params.get("app")
+    return spec or (given if isinstance(given, str) and given else None) or app.main
 
 
 @main.command()
-@click.argument("app_spec", metavar="APP")
+@click.argument("app_spec", metavar="APP", required=False)
 @click.option(
     "--format",
     "fmt",
@@ -185,12 +224,13 @@ def main() -> None:
     show_default=True,
     help="Output format.",
 )
-def show(app_spec: str, fmt: str) -> None:
+@click.pass_context
+def show(ctx: click.Context, app_spec: str | None, fmt: str) -> None:
     """Print the routing table of APP (module:app): tier, queue, priority, retries per task.
 
     Needs no broker: it asks Celery's own router where each registered task goes.
     """
-    data = routing_table(load_app(app_spec))
+    data = routing_table(_app_from(ctx, app_spec))
     click.echo(json.dumps(data, indent=2) if fmt == "json" else _table(data))
 
 
@@ -235,8 +275,15 @@ def _usage(message: str) -> click.UsageError:
     help="Silence a rule, e.g. --ignore PR015 (repeatable; comma-separated also works).",
 )
 @click.option("--list-rules", is_flag=True, help="List every rule and exit.")
+@click.pass_context
 def check_command(
-    app_spec: str | None, fmt: str, strict: bool, ignore: tuple[str, ...], list_rules: bool
+    ctx: click.Context,
+    *,
+    app_spec: str | None,
+    fmt: str,
+    strict: bool,
+    ignore: tuple[str, ...],
+    list_rules: bool,
 ) -> None:
     """Find priority, routing and reliability mistakes in APP (module:app), without a broker.
 
@@ -248,9 +295,7 @@ def check_command(
         for rule in RULES.values():
             click.echo(f"{rule.id}  {rule.severity:<7}  {rule.name}: {rule.summary}")
         return
-    if app_spec is None:
-        raise _usage("missing APP (e.g. proj.celery:app); see --help")
-    app = load_app(app_spec)
+    app = _app_from(ctx, app_spec)
     ignored = [part.strip().upper() for item in ignore for part in item.split(",") if part.strip()]
     try:
         report = check(app, ignore=ignored)
@@ -267,3 +312,247 @@ def check_command(
         width = min(100, max(60, shutil.get_terminal_size((80, 24)).columns))
         click.echo(report.format(width=width, style=lambda t, s: click.style(t, fg=_COLOURS[s])))
     sys.exit(report.exit_code(strict=strict))
+
+
+def _why(worker: Worker, plan: WorkerPlan, shared_queue: str) -> str:
+    tiers = ", ".join(worker.tiers)
+    held = f"tiers {tiers}" if len(worker.tiers) > 1 else f"tier {tiers}"
+    parts = [f"{held} on {worker.queues[0]!r}"]
+    if shared_queue in worker.queues[1:]:
+        parts.append(f"plus {shared_queue!r}, the default queue for tasks no tier names")
+    if worker.prefetch_multiplier == 1:
+        parts.append("prefetch 1: it serves more than one urgency, so it never reserves tasks")
+    else:
+        parts.append(
+            f"prefetch {worker.prefetch_multiplier}: all its tasks are equally urgent, so "
+            "reserving a few raises throughput"
+        )
+    return "; ".join(parts)
+
+
+def _lanes(values: tuple[str, ...]) -> dict[str, int]:
+    spec: dict[str, int] = {}
+    for value in values:
+        name, _, size = value.partition("=")
+        if not name or not size.isdigit():
+            raise _usage(f"--lane takes QUEUE_OR_TIER=N (e.g. --lane critical=4), got {value!r}")
+        spec[name] = int(size)
+    return spec
+
+
+@main.command()
+@click.argument("app_spec", metavar="APP", required=False)
+@click.option(
+    "-c", "--concurrency", type=click.IntRange(min=1), help="Total processes over all workers."
+)
+@click.option(
+    "--lane",
+    "lanes",
+    multiple=True,
+    metavar="NAME=N",
+    help="Processes for one worker, by queue or tier name (repeat for each).",
+)
+@click.option("--app-path", help="What `celery -A` should import (default: APP).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: commands to paste; json: a list for systemd/supervisor templates.",
+)
+@click.pass_context
+def workers(
+    ctx: click.Context,
+    *,
+    app_spec: str | None,
+    concurrency: int | None,
+    lanes: tuple[str, ...],
+    app_path: str | None,
+    fmt: str,
+) -> None:
+    """Print the `celery worker` command lines that serve APP's queues, one per worker.
+
+    Give a total (-c 8; default 2 per worker) or each worker's size (--lane critical=4).
+    Needs no broker.
+    """
+    app = _app_from(ctx, app_spec)
+    if concurrency is not None and lanes:
+        raise _usage("give either --concurrency or --lane, not both")
+    layout = layout_of(app)
+    try:
+        spec: int | dict[str, int]
+        if lanes:
+            spec = _lanes(lanes)
+        elif concurrency is not None:
+            spec = concurrency
+        else:
+            spec = 2 * len(plan_workers(app, 10**6, app_path="x").workers)
+        plan = plan_workers(app, spec, app_path=app_path or _app_path(ctx, app_spec, app))
+    except PriorouteError as exc:
+        raise click.ClickException(str(exc)) from None
+    assert layout is not None  # plan_workers raised otherwise
+    if fmt == "json":
+        rows = [
+            {
+                **attrs.asdict(worker),
+                "argv": worker.argv(plan.app),
+                "command": command,
+                "why": _why(worker, plan, layout.shared_queue),
+            }
+            for worker, command in zip(plan.workers, plan.commands(), strict=True)
+        ]
+        click.echo(
+            json.dumps({"app": plan.app, "topology": plan.topology, "workers": rows}, indent=2)
+        )
+        return
+    lines = [f"# {len(plan.workers)} workers for {plan.app} (topology {plan.topology})"]
+    for worker, command in zip(plan.workers, plan.commands(), strict=True):
+        lines += [f"# {_why(worker, plan, layout.shared_queue)}", command]
+    click.echo("\n".join(lines))
+
+
+EXIT_VERIFY = {"ok": 0, "idle": 1, "missing": 1, "mismatch": 2}
+
+
+def _verify_fix(state: QueueState) -> str:
+    if state.status == "mismatch":
+        return (
+            f"{state.name!r} exists with other arguments, so workers fail to declare it. "
+            "Give prioroute a new queue name (configure(app, queue=...)) and let the old "
+            "queue drain, or delete it once it is empty (rabbitmqctl delete_queue "
+            f"{state.name})"
+        )
+    if state.status == "missing":
+        return "no worker has declared it yet: start the workers (`prioroute workers`)"
+    return "no worker consumes it, so its tasks wait forever: start one (`prioroute workers`)"
+
+
+@main.command()
+@click.argument("app_spec", metavar="APP", required=False)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to connect.")
+@click.pass_context
+def verify(ctx: click.Context, app_spec: str | None, fmt: str, timeout: float) -> None:
+    """Check the live broker against APP's queues: exist, same arguments, consumed.
+
+    Never creates or changes anything. Exit codes: 0 all good, 1 a queue is missing or has
+    no consumer, 2 a queue exists with other arguments, 3 the app or the broker cannot be
+    reached.
+    """
+    app = _app_from(ctx, app_spec)
+    try:
+        states = probe_queues(app, timeout=timeout)
+    except BrokerUnreachable as exc:
+        raise AppLoadError(str(exc)) from None
+    code = max((EXIT_VERIFY[s.status] for s in states), default=0)
+    if fmt == "json":
+        data = {
+            "app": app.main,
+            "broker": masked(app),
+            "queues": [s.as_dict() for s in states],
+            "exit_code": code,
+        }
+        click.echo(json.dumps(data, indent=2))
+        sys.exit(code)
+    header = ("QUEUE", "TIERS", "STATUS", "DEPTH", "CONSUMERS")
+    rows = [
+        (
+            s.name,
+            ",".join(s.tiers) or "-",
+            s.status,
+            "-" if s.depth is None else str(s.depth),
+            "?" if s.consumers is None else str(s.consumers),
+        )
+        for s in states
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = [f"app {app.main} · broker {masked(app)}", ""]
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    for state in states:
+        if state.status != "ok":
+            lines += ["", f"{state.status}: queue {state.name!r}"]
+            if state.mismatch:
+                lines.append(f"    the broker says: {state.mismatch}")
+            lines.append(f"    fix: {_verify_fix(state)}")
+    colour = {0: "green", 1: "yellow", 2: "red"}[code]
+    click.echo("\n".join(lines))
+    click.secho("ok" if code == 0 else f"problems found (exit {code})", fg=colour)
+    sys.exit(code)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f} ms"
+
+
+def _monitor_text(snapshot: dict[str, Any]) -> str:
+    lines = [f"every {snapshot['interval']:.1f} s · {time.strftime('%H:%M:%S')}", ""]
+    lines.append(f"{'TIER':<16}{'STARTED/S':>10}{'WAIT P50':>12}{'WAIT P95':>12}")
+    for tier in snapshot["tiers"]:
+        lines.append(
+            f"{tier['tier']:<16}{tier['rate']:>10.1f}{_ms(tier['p50']):>12}{_ms(tier['p95']):>12}"
+        )
+    lines += ["", f"{'QUEUE':<28}{'DEPTH':>8}{'CONSUMERS':>11}{'IN/S':>8}{'OUT/S':>8}  TIERS"]
+    for queue in snapshot["queues"]:
+        depth = "-" if queue["depth"] is None else str(queue["depth"])
+        consumers = "?" if queue["consumers"] is None else str(queue["consumers"])
+        published = "-" if queue["publish_rate"] is None else f"{queue['publish_rate']:.1f}"
+        lines.append(
+            f"{queue['name']:<28}{depth:>8}{consumers:>11}{published:>8}"
+            f"{queue['deliver_rate']:>8.1f}  {','.join(queue['tiers']) or '-'}"
+        )
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("app_spec", metavar="APP", required=False)
+@click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True)
+@click.option("--once", is_flag=True, help="Print one interval and exit.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one line per interval.",
+)
+@click.pass_context
+def monitor(
+    ctx: click.Context, *, app_spec: str | None, interval: float, once: bool, fmt: str
+) -> None:
+    """Watch APP's tiers live: queue depth, consumers, rates, and how long each tier's
+    tasks wait between publish and start (p50/p95). Ctrl-C to stop.
+
+    Waits come from the workers, which report them when they run prioroute 0.1 or later.
+    """
+    app = _app_from(ctx, app_spec)
+    refresh = fmt == "text" and sys.stdout.isatty() and not once
+    try:
+        for snapshot in watch(app, interval=interval):
+            if fmt == "json":
+                click.echo(json.dumps(snapshot))
+            else:
+                if refresh:
+                    click.clear()
+                click.echo(_monitor_text(snapshot))
+            if once:
+                return
+    except BrokerUnreachable as exc:
+        raise AppLoadError(str(exc)) from None
+    except PriorouteError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        return
+
+
+#: ``celery -A proj prioroute …``: the same commands, with the app Celery loaded.
+celery_command = click.Group(
+    "prioroute",
+    commands=main.commands,
+    help="prioroute: show, check, plan, verify and monitor Celery task priorities.",
+)

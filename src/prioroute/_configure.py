@@ -23,6 +23,7 @@ from ._errors import (
     QueueConflictError,
     UnknownTaskError,
 )
+from ._operate import connect_wait_reporting
 from ._profiles import BrokerProfile, profile_for
 from ._registry import Registry, default_registry
 
@@ -237,6 +238,7 @@ def configure(
     _STATES[app] = state
     if previous is None:
         registry.subscribe(state.on_registration)
+    connect_wait_reporting()
     if layout.profile.visibility_timeout:
         before_task_publish.connect(
             _check_countdown, weak=False, dispatch_uid="prioroute.check_countdown"

@@ -182,9 +182,9 @@ def _concurrency(
     names: dict[str, int] = {}
     for index, (queues, _) in enumerate(groups):
         names[queues[0]] = index
-    for tier in layout.tiers:
+    for tier in layout.tiers:  # a tier names the worker of its own lane
         home = layout.home(tier)
-        if home in names:
+        if home in names and groups[names[home]][1] == (tier,):
             names.setdefault(tier, names[home])
     given: list[int | None] = [None] * len(groups)
     for key, value in spec.items():

@@ -1,11 +1,34 @@
-"""Real brokers for the integration tests: under CI their absence fails a test, never skips it."""
+"""Real brokers and real workers for the integration tests.
+
+Under CI a missing broker fails a test, never skips it. A test module picks what it runs by
+defining a ``scenario`` fixture (a :class:`Scenario`); ``it_app`` imports
+``tests/integration/prio_app.py`` configured for it, and ``start_workers`` runs the
+``celery worker`` processes prioroute plans for it, stopping them (by PID) afterwards.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 
+import attrs
 import pytest
 from kombu import Connection
+
+import prioroute
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.integration.prio_app"
+CONCURRENCY = 2
+DEADLINE = 120.0  # seconds; runs take a few, the bound only stops a hung test
 
 AMQP_URL = os.environ.get("PRIOROUTE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("PRIOROUTE_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -43,3 +66,127 @@ def _amqp_url() -> str:
 def _redis_url() -> str:
     """A reachable Redis (database 15 unless PRIOROUTE_REDIS_URL says otherwise)."""
     return _require("Redis", REDIS_URL, "PRIOROUTE_REDIS_URL")
+
+
+@attrs.frozen
+class Scenario:
+    id: str
+    broker: str  # "amqp" or "redis"
+    mode: str = "prioroute"
+    profile: str = ""
+    topology: str = ""
+    critical_first: bool = True
+
+
+def lines_of(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def wait_for(log: Path, count: int, workers: list[subprocess.Popen[bytes]]) -> list[str]:
+    stop = time.monotonic() + DEADLINE
+    while time.monotonic() < stop:
+        lines = lines_of(log)
+        if len(lines) >= count:
+            return lines
+        for worker in workers:
+            if worker.poll() is not None:
+                pytest.fail(f"a worker exited with {worker.returncode} after {len(lines)} tasks")
+        time.sleep(0.05)
+    pytest.fail(f"only {len(lines_of(log))} of {count} tasks started within {DEADLINE:.0f} s")
+
+
+def _cleanup(module: ModuleType, url: str) -> None:
+    """Delete what the test declared on the broker (its names are unique to the test)."""
+    if url.startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(match=f"*{module.QUEUE}*"):
+            client.delete(key)
+        client.close()
+        return
+    names = list(module.app.amqp.queues)
+    with Connection(url) as connection:
+        channel = connection.default_channel
+        for name in (*names, *(f"{n}.dead" for n in names)):
+            channel.queue_delete(name)
+            channel.exchange_delete(name)
+
+
+@pytest.fixture(name="it_app")
+def _it_app(
+    scenario: Scenario,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[ModuleType]:
+    url = request.getfixturevalue("redis_url" if scenario.broker == "redis" else "amqp_url")
+    monkeypatch.setenv("PRIOROUTE_IT_BROKER", url)
+    monkeypatch.setenv("PRIOROUTE_IT_MODE", scenario.mode)
+    monkeypatch.setenv("PRIOROUTE_IT_PROFILE", scenario.profile)
+    monkeypatch.setenv("PRIOROUTE_IT_TOPOLOGY", scenario.topology)
+    monkeypatch.setenv("PRIOROUTE_IT_QUEUE", f"prioroute-it-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("PRIOROUTE_IT_LOG", str(tmp_path / "starts.log"))
+    sys.modules.pop(APP, None)
+    module = importlib.import_module(APP)
+    yield module
+    module.app.close()
+    _cleanup(module, url)
+
+
+def _commands(module: ModuleType) -> list[list[str]]:
+    """The worker command lines: prioroute's plan, or one plain worker for the controls."""
+    if module.MODE != "prioroute":
+        argv = ["celery", "-A", APP, "worker", "-Q", module.QUEUE, "-c", str(CONCURRENCY)]
+        return [argv]
+    plan = prioroute.plan_workers(module.app, CONCURRENCY if _shared(module) else 3, app_path=APP)
+    return [worker.argv(APP) for worker in plan.workers]
+
+
+def _shared(module: ModuleType) -> bool:
+    return prioroute.plan_workers(module.app, 3, app_path=APP).topology == "shared"
+
+
+@pytest.fixture(name="start_workers")
+def _start_workers(
+    tmp_path: Path,
+) -> Iterator[Callable[[ModuleType], list[subprocess.Popen[bytes]]]]:
+    workers: list[subprocess.Popen[bytes]] = []
+
+    def start(module: ModuleType) -> list[subprocess.Popen[bytes]]:
+        for number, argv in enumerate(_commands(module)):
+            if "-n" in argv:  # a node name unique to this run
+                del argv[argv.index("-n") : argv.index("-n") + 2]
+            command = [
+                sys.executable,
+                "-m",
+                *argv,
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"it{number}-{uuid.uuid4().hex[:6]}@localhost",
+            ]
+            with (tmp_path / f"worker{number}.out").open("wb") as output:
+                workers.append(
+                    subprocess.Popen(
+                        command,
+                        cwd=ROOT,
+                        env=dict(os.environ),
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        return workers
+
+    yield start
+    for worker in workers:  # stop only what we started, by PID
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(timeout=10)
