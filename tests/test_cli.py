@@ -36,7 +36,8 @@ class TestShow:
             "topology shared"
         )
         assert "ansflow@" not in result.output.replace("ansflow:**@", "")  # password masked
-        rows = [line.split() for line in lines[3:10]]
+        assert lines[1] == "priority: higher number = sooner"
+        rows = [line.split() for line in lines[4:11]]
         assert [(r[0], r[1], r[2]) for r in rows] == [
             ("critical", "2", "default"),
             ("critical", "2", "default"),

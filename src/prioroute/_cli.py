@@ -99,15 +99,24 @@ def routing_table(app: Celery) -> dict[str, Any]:
             "name": q.name,
             "max_priority": getattr(q, "max_priority", None),
             "type": (q.queue_arguments or {}).get("x-queue-type", "classic"),
+            "exchange": getattr(q.exchange, "name", None),
+            "exchange_type": getattr(q.exchange, "type", None),
+            "routing_key": q.routing_key,
         }
         for q in app.amqp.queues.values()
     ]
+    order = {
+        "higher-first": "higher number = sooner",
+        "lower-first": "lower number = sooner",
+        None: "no message priority: tiers are kept apart by queues",
+    }[layout.profile.priority]
     default = layout.default_route() or {"queue": layout.shared_queue, "priority": None}
     return {
         "app": app.main,
         "broker": maybe_sanitize_url(app.conf.broker_url or ""),
         "profile": layout.profile.name,
         "topology": layout.topology,
+        "priority_order": order,
         "shared_queue": layout.shared_queue,
         "unregistered_tasks": default,
         "queues": queues,
@@ -117,9 +126,14 @@ def routing_table(app: Celery) -> dict[str, Any]:
 
 
 def _queue_text(queue: dict[str, Any]) -> str:
-    if queue["max_priority"] is not None:
-        return f"{queue['name']} (x-max-priority {queue['max_priority']})"
-    return f"{queue['name']} ({queue['type']})"
+    kind = (
+        f"x-max-priority {queue['max_priority']}"
+        if queue["max_priority"] is not None
+        else queue["type"]
+    )
+    if (queue["exchange"], queue["routing_key"]) != (queue["name"], queue["name"]):
+        kind += f"; exchange {queue['exchange']!r}, routing key {queue['routing_key']!r}"
+    return f"{queue['name']} ({kind})"
 
 
 def _plain(value: Any) -> Any:
@@ -147,6 +161,7 @@ def _table(data: dict[str, Any]) -> str:
     lines = [
         f"app {data['app']} · broker {data['broker']} · profile {data['profile']} · "
         f"topology {data['topology']}",
+        f"priority: {data['priority_order']}",
         "",
         "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
     ]
