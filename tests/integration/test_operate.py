@@ -83,11 +83,20 @@ def test_verify_reports_a_queue_with_other_arguments(
     """The seed's situation: the queue exists without x-max-priority."""
     with Connection(amqp_url) as connection:
         Queue(it_app.QUEUE, durable=True).bind(connection.default_channel).declare()
-    result = CliRunner().invoke(main, ["verify", f"{APP}:app"])
-    assert result.exit_code == 2, result.output
-    assert "mismatch: queue" in result.output
-    assert "PRECONDITION_FAILED - inequivalent arg 'x-max-priority'" in result.output
-    assert "configure(app, queue=...)" in result.output
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", APP, "prioroute", "verify"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "mismatch: queue" in output
+    assert "PRECONDITION_FAILED - inequivalent arg 'x-max-priority'" in output
+    assert "configure(app, queue=...)" in output
     # verify changed nothing: the queue still has no x-max-priority
     with Connection(amqp_url) as connection:
         Queue(it_app.QUEUE, durable=True).bind(connection.default_channel).declare()
