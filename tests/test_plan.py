@@ -61,7 +61,7 @@ class TestLanes:
         ] == [
             ("prioroute.critical", ("prioroute.critical",), ("critical",), 3, LANE_PREFETCH),
             ("prioroute.normal", ("prioroute.normal",), ("normal",), 2, LANE_PREFETCH),
-            ("prioroute.low", ("prioroute.low", "prioroute"), ("low",), 1, 1),
+            ("prioroute.low", ("prioroute.low", "prioroute"), ("low",), 1, LANE_PREFETCH),
         ]
 
     def test_a_tier_sharing_a_queue_is_not_a_worker_name(self, registry: Registry) -> None:
@@ -147,8 +147,9 @@ def test_every_queue_has_exactly_one_worker(registry: Registry, topology: str, e
     assert sum(w.concurrency for w in plan.workers) == 20 + extra
     for worker in plan.workers:
         urgencies = {registry.tiers[t].urgency for t in worker.tiers}
-        if len(urgencies) > 1 or settings.task_default_queue in worker.queues:
-            assert worker.prefetch_multiplier == 1
+        if settings.task_default_queue in worker.queues:
+            urgencies.add(min(t.urgency for t in registry.tiers.values()))
+        assert (worker.prefetch_multiplier == 1) == (len(urgencies) > 1)
         assert shlex.split(plan.commands()[plan.workers.index(worker)])[5] == ",".join(
             worker.queues
         )

@@ -30,9 +30,9 @@ class Worker:
         queues: The queues it consumes (``-Q``), the most urgent first.
         tiers: The tiers whose tasks it serves, the most urgent first.
         concurrency: Its pool size (``-c``).
-        prefetch_multiplier: 1 where it serves more than one urgency (or tasks no tier
-            names), so a critical task never waits behind reserved ones;
-            :data:`LANE_PREFETCH` where all its tasks are equally urgent.
+        prefetch_multiplier: 1 where it serves more than one urgency, so a critical task
+            never waits behind reserved ones; :data:`LANE_PREFETCH` where all its tasks are
+            equally urgent (tasks no tier names count as the least urgent tier).
     """
 
     name: str
@@ -112,7 +112,7 @@ def plan_workers(
     >>> print(plan_workers(app, {"critical": 2, "normal": 1, "low": 1}))
     celery -A proj worker -Q prioroute.critical -c 2 --prefetch-multiplier 4 -n prioroute.critical@%h
     celery -A proj worker -Q prioroute.normal -c 1 --prefetch-multiplier 4 -n prioroute.normal@%h
-    celery -A proj worker -Q prioroute.low,prioroute -c 1 --prefetch-multiplier 1 -n prioroute.low@%h
+    celery -A proj worker -Q prioroute.low,prioroute -c 1 --prefetch-multiplier 4 -n prioroute.low@%h
     """
     from ._configure import configured_registry, layout_of
 
@@ -130,10 +130,13 @@ def plan_workers(
         )
     groups = _groups(layout, registry)
     sizes = _concurrency(concurrency, groups, layout)
+    least = min(tier.urgency for tier in layout.tiers.values())
     workers = []
     for (queues, tiers), size in zip(groups, sizes, strict=True):
         urgencies = {layout.tiers[t].urgency for t in tiers}
-        single = len(urgencies) == 1 and layout.shared_queue not in queues
+        if layout.shared_queue in queues:
+            urgencies.add(least)  # tasks no tier names rank with the least urgent tier
+        single = len(urgencies) == 1
         workers.append(
             Worker(
                 name=queues[0],
