@@ -28,6 +28,7 @@ CONFIG = os.environ.get("BENCH_CONFIG", "prioroute-shared")
 QUEUE = os.environ.get("BENCH_QUEUE", "bench")
 LOG = os.environ.get("BENCH_LOG", "bench.log")
 REDIS = BROKER.startswith("redis")
+# kombu's in-memory transport: publishing without a network, to isolate per-publish cost.
 
 app = Celery("bench", broker=BROKER)
 app.conf.broker_connection_retry_on_startup = True
@@ -78,6 +79,11 @@ elif CONFIG == "single-queue":
     else:
         app.conf.task_queues = (Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE, max_priority=9),)
         app.conf.task_routes = {"bench.critical": {"priority": 9}, "bench.low": {"priority": 1}}
+    if os.environ.get("BENCH_CONFIRM"):  # publisher confirms, as prioroute turns them on
+        app.conf.broker_transport_options = {
+            **app.conf.broker_transport_options,
+            "confirm_publish": True,
+        }
 elif CONFIG == "queue-per-tier":
     app.conf.task_default_queue = f"{QUEUE}-low"
     app.conf.task_routes = {"bench.critical": {"queue": f"{QUEUE}-critical"}}
@@ -94,10 +100,17 @@ else:
 def worker_queues() -> list[list[str]]:
     """The ``-Q`` of each worker process this config runs, and its extra options."""
     if CONFIG.startswith("prioroute"):
-        plan = prioroute.plan_workers(app, 2 * 3 if CONFIG.endswith("lanes") else 2)
+        sizes = {"critical": 1, "normal": 1, "low": 2} if CONFIG.endswith("lanes") else 2
+        plan = prioroute.plan_workers(app, sizes)
         return [w.argv("benchmarks.bench_app")[4:] for w in plan.workers]
     if CONFIG == "queue-per-tier":
         return [["-Q", f"{QUEUE}-critical,{QUEUE}-low", "-c", "2"]]
     if CONFIG == "seed":
-        return [["-Q", f"{QUEUE}-deploy,{QUEUE},critical,low", "-c", "2"]]
+        return [["-Q", f"{QUEUE}-deploy,{QUEUE}", "-c", "2"]]
     return [["-Q", QUEUE, "-c", "2"]]
+
+
+if os.environ.get("BENCH_NO_WAIT_EVENTS"):
+    from celery.signals import task_prerun
+
+    task_prerun.disconnect(dispatch_uid="prioroute.report_wait")
