@@ -68,6 +68,16 @@ class Run:
                 )
             )
 
+    def wait_ready(self) -> None:
+        """Until every worker answers a ping: a lane's worker that is still starting would
+        add its start-up time to the first tasks' latency."""
+        stop = time.monotonic() + DEADLINE
+        while time.monotonic() < stop:
+            replies = self.module.app.control.ping(timeout=0.5)
+            if len(replies) >= len(self.workers):
+                return
+        raise RuntimeError(f"the workers did not answer within {DEADLINE:.0f} s")
+
     def wait(self, predicate: object, what: str) -> list[list[str]]:
         stop = time.monotonic() + DEADLINE
         while time.monotonic() < stop:

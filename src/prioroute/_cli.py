@@ -9,7 +9,8 @@ import shutil
 import sys
 import time
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import attrs
 import click
@@ -229,16 +230,28 @@ def _app_path(ctx: click.Context, spec: str | None, app: Celery) -> str:
     return spec or (given if isinstance(given, str) and given else None) or app.main
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _format_option(*choices: str, help: str = "Output format.") -> Callable[[_F], _F]:
+    """The ``--format`` option every command has; the first choice is the default."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(list(choices)),
+        default=choices[0],
+        show_default=True,
+        help=help,
+    )
+
+
+#: The APP argument; optional because ``-A`` or ``celery -A`` may give it instead.
+_app_argument = click.argument("app_spec", metavar="APP", required=False)
+
+
 @main.command()
-@click.argument("app_spec", metavar="APP", required=False)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+@_app_argument
+@_format_option("table", "json")
 @click.pass_context
 def show(ctx: click.Context, app_spec: str | None, fmt: str) -> None:
     """Print the routing table of APP (module:app): tier, queue, priority, retries per task.
@@ -272,15 +285,8 @@ def _usage(message: str) -> click.UsageError:
 
 
 @main.command(name="check", cls=_CheckCommand)
-@click.argument("app_spec", metavar="APP", required=False)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Output format; json is for CI (schema in the docs).",
-)
+@_app_argument
+@_format_option("text", "json", help="Output format; json is for CI (schema in the docs).")
 @click.option("--strict", is_flag=True, help="Exit 1 when there are warnings (and no errors).")
 @click.option(
     "--ignore",
@@ -356,7 +362,7 @@ def _lanes(values: tuple[str, ...]) -> dict[str, int]:
 
 
 @main.command()
-@click.argument("app_spec", metavar="APP", required=False)
+@_app_argument
 @click.option(
     "-c", "--concurrency", type=click.IntRange(min=1), help="Total processes over all workers."
 )
@@ -368,13 +374,8 @@ def _lanes(values: tuple[str, ...]) -> dict[str, int]:
     help="Processes for one worker, by queue or tier name (repeat for each).",
 )
 @click.option("--app-path", help="What `celery -A` should import (default: APP).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text: commands to paste; json: a list for systemd/supervisor templates.",
+@_format_option(
+    "text", "json", help="text: commands to paste; json: a list for systemd/supervisor templates."
 )
 @click.pass_context
 def workers(
@@ -444,10 +445,8 @@ def _verify_fix(state: QueueState) -> str:
 
 
 @main.command()
-@click.argument("app_spec", metavar="APP", required=False)
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@_app_argument
+@_format_option("text", "json")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to connect.")
 @click.pass_context
 def verify(ctx: click.Context, app_spec: str | None, fmt: str, timeout: float) -> None:
@@ -525,17 +524,10 @@ def _monitor_text(snapshot: dict[str, Any]) -> str:
 
 
 @main.command()
-@click.argument("app_spec", metavar="APP", required=False)
+@_app_argument
 @click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True)
 @click.option("--once", is_flag=True, help="Print one interval and exit.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: one line per interval.",
-)
+@_format_option("text", "json", help="json: one line per interval.")
 @click.pass_context
 def monitor(
     ctx: click.Context, *, app_spec: str | None, interval: float, once: bool, fmt: str
