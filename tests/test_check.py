@@ -513,4 +513,5 @@ def test_prioroute_needs_no_redis_package() -> None:
 def test_the_reference_lists_every_rule() -> None:
     reference = (ROOT / "docs" / "reference.md").read_text()
     for rule in RULES.values():
-        assert f"| `{rule.id}` | {rule.severity} | `{rule.name}` |" in reference
+        row = f"| `{rule.id}` | {rule.severity} | `{rule.name}` | {rule.summary} | "
+        assert row in reference, f"docs/reference.md has no row (with an example) for {rule.id}"
