@@ -83,3 +83,19 @@ def test_all_is_complete() -> None:
     assert prioroute.__version__
     with pytest.raises(AttributeError):
         _ = prioroute.nope  # type: ignore[attr-defined]
+
+
+def test_every_public_name_is_in_the_reference() -> None:
+    import re
+    from pathlib import Path
+
+    import prioroute.testing
+
+    reference = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text()
+    missing = [n for n in prioroute.__all__ if not re.search(rf"prioroute\.{n}\b", reference)]
+    missing += [
+        n
+        for n in prioroute.testing.__all__
+        if not re.search(rf"(testing|_strategies)\.{n}\b", reference)
+    ]
+    assert missing == []
