@@ -15,6 +15,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import celery
 import kombu
@@ -48,23 +49,30 @@ def main(argv: list[str] | None = None) -> int:
         "kombu": kombu.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }
-    results: dict[str, object] = {"machine": machine, "scenarios": {}}
-    tables = []
+    latest = args.out / "latest.json"
+    # Running some scenarios keeps the others' latest figures (each with its own date).
+    previous = json.loads(latest.read_text()) if args.scenarios and latest.exists() else {}
+    scenarios: dict[str, Any] = dict(previous.get("scenarios", {}))
+    dates: dict[str, str] = dict(previous.get("dates", {}))
     for name in args.scenarios or list(SCENARIOS):
         module = SCENARIOS[name]
         print(f"{name}: running", flush=True)
-        result = module.run()
-        results["scenarios"][name] = result  # type: ignore[index]
-        tables.append(module.table(result))
-        print(tables[-1], "\n", flush=True)
+        scenarios[name] = module.run()
+        dates[name] = str(machine["date"])
+        print(module.table(scenarios[name]), "\n", flush=True)
+    results = {"machine": machine, "dates": dates, "scenarios": scenarios}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_text(json.dumps(results, indent=2))
-    command = "nox -s bench" + (f" -- {' '.join(args.scenarios)}" if args.scenarios else "")
-    header = ", ".join(f"{k} {v}" for k, v in machine.items())
-    body = "\n\n".join(f"```text\n{t}\n```" for t in tables)
-    (args.out / "latest.md").write_text(f"Produced by `{command}` on: {header}.\n\n{body}\n")
-    if "latency" in results["scenarios"]:  # type: ignore[operator]
-        _plot(results["scenarios"]["latency"], Path("docs/_static/latency.png"))  # type: ignore[index]
+    latest.write_text(json.dumps(results, indent=2))
+    header = ", ".join(f"{k} {v}" for k, v in machine.items() if k != "date")
+    body = "\n\n".join(
+        f"```text\n{SCENARIOS[name].table(result)}\n```\n\n"
+        f"(`nox -s bench -- {name}`, {dates.get(name, machine['date'])})"
+        for name, result in scenarios.items()
+        if name in SCENARIOS
+    )
+    (args.out / "latest.md").write_text(f"Machine: {header}.\n\n{body}\n")
+    if "latency" in args.scenarios or not args.scenarios:
+        _plot(scenarios["latency"], Path("docs/_static/latency.png"))
     print(f"results written to {args.out}/latest.json and latest.md")
     return 0
 

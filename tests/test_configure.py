@@ -453,3 +453,16 @@ class TestValidate:
 
         prioroute.configure(app, registry)
         prioroute.validate(app)
+
+
+def test_validate_an_empty_registry_does_not_fall_back_to_the_default_one(app: Celery) -> None:
+    """An empty Registry has length 0; validate() once treated it as "no registry given"
+    and checked the module-level default registry instead."""
+    prioroute.register("somewhere.else.entirely", "low")  # the default registry
+    try:
+        empty = Registry()
+        prioroute.configure(app, empty)
+        prioroute.validate(app)
+        prioroute.validate(app, empty)
+    finally:
+        prioroute.default_registry._by_name.pop("somewhere.else.entirely", None)

@@ -55,7 +55,13 @@ def _frozen_map(value: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _frozen_maps(value: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
-    return MappingProxyType({key: _frozen_map(inner) for key, inner in value.items()})
+    # Tasks of one tier share one frozen route and one frozen policy: keep them shared.
+    return MappingProxyType(
+        {
+            key: inner if isinstance(inner, MappingProxyType) else _frozen_map(inner)
+            for key, inner in value.items()
+        }
+    )
 
 
 def _frozen_optional_map(value: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -105,15 +111,25 @@ class Settings:
     )
     notes: tuple[str, ...] = attrs.field(default=(), kw_only=True)
 
-    def as_dict(self) -> dict[str, Any]:
-        """The Celery settings as a fresh ``dict`` of plain values."""
-        routes = {name: dict(route) for name, route in self.task_routes.items()}
-        if self.default_route is not None:
-            routes["*"] = dict(self.default_route)
+    def as_dict(self, *, tasks: bool = True) -> dict[str, Any]:
+        """The Celery settings as a fresh ``dict`` of plain values.
+
+        ``tasks=False`` leaves out the per-task settings, ``task_routes`` and
+        ``task_annotations`` (what :func:`~prioroute.configure` installs its own router
+        and policy hook for).
+        """
+        per_task: dict[str, Any] = {}
+        if tasks:
+            routes = {name: dict(route) for name, route in self.task_routes.items()}
+            if self.default_route is not None:
+                routes["*"] = dict(self.default_route)
+            per_task = {
+                "task_routes": routes,
+                "task_annotations": {n: dict(a) for n, a in self.task_annotations.items()},
+            }
         return {
-            "task_routes": routes,
+            **per_task,
             "task_queues": self.task_queues,
-            "task_annotations": {n: dict(a) for n, a in self.task_annotations.items()},
             "task_default_queue": self.task_default_queue,
             "task_default_exchange": self.task_default_exchange,
             "task_default_routing_key": self.task_default_routing_key,
@@ -303,10 +319,17 @@ def build(
     layout.check(registry)
     registrations = registry.registrations()
     profile = layout.profile
+    routes: dict[tuple[str, str | None], Mapping[str, Any]] = {}
+    policies: dict[str, Mapping[str, Any]] = {}
+    for r in registrations:  # one frozen route per (tier, queue), one policy per tier
+        if (r.tier, r.queue) not in routes:
+            routes[r.tier, r.queue] = MappingProxyType(layout.route(r))
+        if r.tier not in policies:
+            policies[r.tier] = MappingProxyType(layout.annotation(r))
     return Settings(
-        task_routes={r.task: layout.route(r) for r in registrations},
+        task_routes={r.task: routes[r.tier, r.queue] for r in registrations},
         task_queues=tuple(layout.declare(name) for name in layout.queues(registry)),
-        task_annotations={r.task: layout.annotation(r) for r in registrations},
+        task_annotations={r.task: policies[r.tier] for r in registrations},
         task_default_queue=queue,
         task_default_exchange=queue,
         task_default_routing_key=queue,

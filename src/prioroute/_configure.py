@@ -222,7 +222,7 @@ def configure(
     router = _Router(settings.task_routes)
     declared = {q.name for q in settings.task_queues}
     state = _AppState(weakref.ref(app), registry, layout, settings, originals, router, declared)
-    values = settings.as_dict()
+    values = settings.as_dict(tasks=False)
     default = () if settings.default_route is None else (_DefaultRouter(settings.default_route),)
     values["task_routes"] = (router, *_as_tuple(originals["task_routes"]), *default)
     values["task_annotations"] = (_Annotations(state), *_as_tuple(originals["task_annotations"]))
@@ -278,7 +278,11 @@ def validate(app: Celery, registry: Registry | None = None) -> None:
     Finalizes the app (imports its tasks), so call it once everything is imported: in a
     test, at worker start-up, or from ``prioroute check``.
     """
-    registry = registry or configured_registry(app) or default_registry
+    # Not `registry or ...`: an empty registry is falsy (it has a length).
+    if registry is None:
+        registry = configured_registry(app)
+    if registry is None:
+        registry = default_registry
     tasks = learn_task_names(app, registry)
     missing = [r.task for r in registry.registrations() if r.task not in tasks]
     if missing:
@@ -445,7 +449,8 @@ def _conflicts(
     bound: Iterable[Task[Any, Any]],
 ) -> list[str]:
     conflicts: list[str] = []
-    ours = settings.as_dict()
+    ours = {key: getattr(settings, key) for key in _SCALARS}
+    ours["accept_content"] = list(settings.accept_content)
     for key in _SCALARS:
         user, mine = originals[key], ours[key]
         if key == "accept_content" and user is not None:
