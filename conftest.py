@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from sybil import Example, Sybil
-from sybil.parsers.myst import CodeBlockParser, PythonCodeBlockParser
+from sybil.parsers.myst import CodeBlockParser, PythonCodeBlockParser, SkipParser
 from sybil.parsers.rest import DocTestParser
 
 ROOT = Path(__file__).resolve().parent
@@ -66,7 +66,7 @@ def run_console(example: Example) -> str | None:
 
 
 markdown = Sybil(
-    parsers=[PythonCodeBlockParser(), CodeBlockParser("console", run_console)],
+    parsers=[PythonCodeBlockParser(), CodeBlockParser("console", run_console), SkipParser()],
     patterns=["README.md", "*.md"],
     excludes=["CHANGELOG.md"],
     fixtures=["_isolate_celery_tasks"],
