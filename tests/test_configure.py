@@ -303,6 +303,14 @@ class TestMerging:
             ("accept_content", ["json", "pickle"], "accept_content"),
             ("task_default_exchange", "other", "task_default_exchange"),
             ("broker_transport_options", {"confirm_publish": False}, "confirm_publish"),
+            ("task_default_delivery_mode", 1, "task_default_delivery_mode = 1: prioroute sets"),
+            ("task_default_delivery_mode", "transient", "outlive a broker restart"),
+            (
+                "worker_cancel_long_running_tasks_on_connection_loss",
+                False,
+                "so it does not run twice",
+            ),
+            ("broker_connection_retry_on_startup", False, "retrying instead of exiting"),
             (
                 "task_annotations",
                 {"*": {"acks_late": False}},
@@ -323,6 +331,14 @@ class TestMerging:
         prioroute.configure(app, registry)
         assert app.conf.worker_prefetch_multiplier == 1
         assert app.conf.task_acks_late is True
+
+    @pytest.mark.parametrize("mode", [2, "persistent"])
+    def test_persistent_delivery_mode_either_spelling(
+        self, app: Celery, registry: Registry, mode: object
+    ) -> None:
+        app.conf.task_default_delivery_mode = mode
+        prioroute.configure(app, registry)
+        assert app.conf.task_default_delivery_mode == "persistent"
 
     def test_accept_content_same_set_is_fine(self, app: Celery, registry: Registry) -> None:
         app.conf.accept_content = ("json",)

@@ -245,8 +245,46 @@ class TestRedis:
     def test_an_apps_shorter_visibility_timeout_conflicts(self, registry: Registry) -> None:
         app = Celery("r", broker="redis://127.0.0.1/0", set_as_current=False)
         app.conf.broker_transport_options = {"visibility_timeout": 60}
-        with pytest.raises(prioroute.ConfigConflictError, match=r"visibility_timeout.*3600"):
+        with pytest.raises(
+            prioroute.ConfigConflictError,
+            match=r"visibility_timeout.*= 60: tiers 'critical', 'low', 'normal' have no "
+            r"time_limit.*at least 3600 s.*give those tiers a time_limit",
+        ):
             prioroute.configure(app, registry)
+
+    def test_a_short_visibility_timeout_is_kept_when_every_tier_is_bounded(self) -> None:
+        # Redelivery after a dead worker takes visibility_timeout on Redis: apps with short
+        # tasks want it short, and that is safe once every tier has a time limit.
+        registry = Registry(
+            [
+                Tier("urgent", 2, time_limit=5, retry=Retry(delay=2)),
+                Tier("bulk", 1, time_limit=8, retry=Retry(delay=4)),
+            ]
+        )
+        app = Celery("r", broker="redis://127.0.0.1/0", set_as_current=False)
+        app.conf.broker_transport_options = {"visibility_timeout": 16}
+        prioroute.configure(app, registry)
+        assert app.conf.broker_transport_options["visibility_timeout"] == 16
+
+    def test_a_visibility_timeout_below_twice_the_longest_time_limit_conflicts(self) -> None:
+        registry = Registry(
+            [
+                Tier("urgent", 2, time_limit=5, retry=Retry(delay=2)),
+                Tier("bulk", 1, time_limit=8, retry=Retry(delay=4)),
+            ]
+        )
+        app = Celery("r", broker="redis://127.0.0.1/0", set_as_current=False)
+        app.conf.broker_transport_options = {"visibility_timeout": 15}
+        with pytest.raises(
+            prioroute.ConfigConflictError,
+            match=r"= 15: the tiers' longest retry delay or time limit needs at least 16 s",
+        ):
+            prioroute.configure(app, registry)
+        # Without the app's own value, kombu's default hour stays: it is longer.
+        app.conf.broker_transport_options = {}
+        assert (
+            build(registry, broker="redis").broker_transport_options["visibility_timeout"] == 3600
+        )
 
     def test_mismatched_priority_steps_conflict(self, registry: Registry) -> None:
         app = Celery("r", broker="redis://127.0.0.1/0", set_as_current=False)

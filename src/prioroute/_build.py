@@ -38,6 +38,13 @@ REASONS: Mapping[str, str] = MappingProxyType(
         "task_inherit_parent_priority": "keeps a chain's or chord's children at their parent's priority",
         "task_acks_late": "acknowledges a task after it ran, so a dying worker's task is redelivered",
         "task_reject_on_worker_lost": "requeues a task whose worker process was killed instead of losing it",
+        "task_default_delivery_mode": "makes messages persistent, so they outlive a broker restart",
+        "worker_cancel_long_running_tasks_on_connection_loss": (
+            "stops a task whose worker lost the broker, which redelivers it, so it does not run twice"
+        ),
+        "broker_connection_retry_on_startup": (
+            "keeps a worker that starts before the broker retrying instead of exiting"
+        ),
         "worker_prefetch_multiplier": "stops a worker reserving low tasks that a critical task then waits behind",
         "task_serializer": "publishes JSON, which every worker can read and nobody can inject code into",
         "result_serializer": "stores results as JSON",
@@ -101,6 +108,9 @@ class Settings:
     task_inherit_parent_priority: bool
     task_acks_late: bool
     task_reject_on_worker_lost: bool
+    task_default_delivery_mode: str
+    worker_cancel_long_running_tasks_on_connection_loss: bool
+    broker_connection_retry_on_startup: bool
     worker_prefetch_multiplier: int
     task_serializer: str
     result_serializer: str
@@ -139,6 +149,11 @@ class Settings:
             "task_inherit_parent_priority": self.task_inherit_parent_priority,
             "task_acks_late": self.task_acks_late,
             "task_reject_on_worker_lost": self.task_reject_on_worker_lost,
+            "task_default_delivery_mode": self.task_default_delivery_mode,
+            "worker_cancel_long_running_tasks_on_connection_loss": (
+                self.worker_cancel_long_running_tasks_on_connection_loss
+            ),
+            "broker_connection_retry_on_startup": self.broker_connection_retry_on_startup,
             "worker_prefetch_multiplier": self.worker_prefetch_multiplier,
             "task_serializer": self.task_serializer,
             "result_serializer": self.result_serializer,
@@ -339,6 +354,9 @@ def build(
         task_inherit_parent_priority=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        task_default_delivery_mode="persistent",
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
         worker_prefetch_multiplier=1,
         task_serializer="json",
         result_serializer="json",

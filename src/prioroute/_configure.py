@@ -43,6 +43,9 @@ _SCALARS = (
     "task_inherit_parent_priority",
     "task_acks_late",
     "task_reject_on_worker_lost",
+    "task_default_delivery_mode",
+    "worker_cancel_long_running_tasks_on_connection_loss",
+    "broker_connection_retry_on_startup",
     "worker_prefetch_multiplier",
     "task_serializer",
     "result_serializer",
@@ -208,7 +211,7 @@ def configure(
     # app._tasks, not app.tasks: the latter would finalize the app (create every task now).
     existing = list(app._tasks.values())  # type: ignore[attr-defined]
     bound = [(t, r) for t in existing if (r := registry.match(type(t))) is not None]
-    conflicts = _conflicts(originals, settings, registry, [t for t, _ in bound])
+    conflicts = _conflicts(originals, settings, profile, registry, [t for t, _ in bound])
     if conflicts:
         kind = (
             QueueConflictError
@@ -368,15 +371,28 @@ def _apply_policy(task: Task[Any, Any], policy: Mapping[str, Any], conf: Mapping
 
 
 def _merged_options(user: Mapping[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:
-    """The app's transport options with prioroute's; a longer visibility timeout of the
-    app's own is kept."""
+    """The app's transport options with prioroute's; the app's own visibility timeout is
+    kept (``_conflicts`` has refused one that is too short)."""
     merged = {**user, **ours}
-    if (
-        "visibility_timeout" in ours
-        and user.get("visibility_timeout", 0) > ours["visibility_timeout"]
-    ):
+    if "visibility_timeout" in ours and "visibility_timeout" in user:
         merged["visibility_timeout"] = user["visibility_timeout"]
     return merged
+
+
+def _visibility_message(timeout: Any, minimum: int, registry: Registry) -> str:
+    unbounded = sorted(name for name, tier in registry.tiers.items() if tier.time_limit is None)
+    why = (
+        f"tiers {', '.join(map(repr, unbounded))} have no time_limit, so their tasks may run "
+        f"for any time; prioroute needs at least {minimum} s"
+        if unbounded
+        else f"the tiers' longest retry delay or time limit needs at least {minimum} s"
+    )
+    return (
+        f"broker_transport_options['visibility_timeout'] = {timeout!r}: {why}, or acks_late "
+        "tasks are delivered twice; raise it"
+        + (", or give those tiers a time_limit" if unbounded else "")
+        + ", or remove the option"
+    )
 
 
 def _check_countdown(sender: str | None = None, headers: Any = None, **_: Any) -> None:
@@ -445,6 +461,7 @@ def _queue_args(queue: Queue) -> tuple[Any, ...]:
 def _conflicts(
     originals: Mapping[str, Any],
     settings: Settings,
+    profile: BrokerProfile,
     registry: Registry,
     bound: Iterable[Task[Any, Any]],
 ) -> list[str]:
@@ -455,6 +472,8 @@ def _conflicts(
         user, mine = originals[key], ours[key]
         if key == "accept_content" and user is not None:
             user, mine = sorted(user), sorted(mine)
+        if key == "task_default_delivery_mode":  # Celery takes 2 or "persistent" alike
+            user = {1: "transient", 2: "persistent"}.get(user, user)
         if key in originals["set"] and user != mine:
             conflicts.append(
                 f"{key} = {originals[key]!r}: prioroute sets {ours[key]!r} because it "
@@ -501,12 +520,10 @@ def _conflicts(
             )
     user_options = originals["broker_transport_options"] or {}
     for key, value in settings.broker_transport_options.items():
-        if key == "visibility_timeout" and user_options.get(key, value) < value:
-            conflicts.append(
-                f"broker_transport_options['visibility_timeout'] = {user_options[key]!r}: "
-                f"the tiers' longest retry delay or time limit needs at least {value} s, or "
-                "acks_late tasks are delivered twice; raise it or remove the option"
-            )
+        if key == "visibility_timeout":
+            minimum = profile.minimum_visibility_timeout(registry.tiers) or value
+            if user_options.get(key, minimum) < minimum:
+                conflicts.append(_visibility_message(user_options[key], minimum, registry))
         elif key != "visibility_timeout" and key in user_options and user_options[key] != value:
             conflicts.append(
                 f"broker_transport_options[{key!r}] = {user_options[key]!r}: prioroute sets "

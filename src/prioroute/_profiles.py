@@ -232,6 +232,17 @@ class BrokerProfile:
             return None
         return max(DEFAULT_VISIBILITY_TIMEOUT, math.ceil(2 * longest_wait(tiers)))
 
+    def minimum_visibility_timeout(self, tiers: Mapping[str, Tier]) -> int | None:
+        """The shortest ``visibility_timeout`` an app may set itself: twice the longest
+        retry delay or time limit when every tier has a time limit; otherwise a task may
+        run for any time, and only :meth:`visibility_timeout_for` will do. ``None`` if the
+        transport has none."""
+        if not self.visibility_timeout:
+            return None
+        if all(tier.time_limit is not None for tier in tiers.values()):
+            return max(1, math.ceil(2 * longest_wait(tiers)))
+        return self.visibility_timeout_for(tiers)
+
     def transport_options(self, tiers: Mapping[str, Tier]) -> dict[str, Any]:
         """The ``broker_transport_options`` this broker needs for *tiers*."""
         options: dict[str, Any] = {}

@@ -76,6 +76,7 @@ class Scenario:
     profile: str = ""
     topology: str = ""
     critical_first: bool = True
+    tiers: str = ""  # "bounded": see prio_app.py
 
 
 def lines_of(log: Path) -> list[str]:
@@ -125,6 +126,7 @@ def _it_app(
     monkeypatch.setenv("PRIOROUTE_IT_MODE", scenario.mode)
     monkeypatch.setenv("PRIOROUTE_IT_PROFILE", scenario.profile)
     monkeypatch.setenv("PRIOROUTE_IT_TOPOLOGY", scenario.topology)
+    monkeypatch.setenv("PRIOROUTE_IT_TIERS", scenario.tiers)
     monkeypatch.setenv("PRIOROUTE_IT_QUEUE", f"prioroute-it-{uuid.uuid4().hex[:8]}")
     monkeypatch.setenv("PRIOROUTE_IT_LOG", str(tmp_path / "starts.log"))
     sys.modules.pop(APP, None)

@@ -11,6 +11,9 @@ The environment chooses the broker and how the app is configured:
 ``PRIOROUTE_IT_TOPOLOGY``  ``shared`` or ``lanes`` (default: the profile's)
 ``PRIOROUTE_IT_QUEUE``     the shared queue's name, unique per test
 ``PRIOROUTE_IT_LOG``       the file each task appends its start to
+``PRIOROUTE_IT_TIERS``     ``bounded``: the default tiers with a 5 s time limit and a 1 s
+                           retry delay, and on Redis a 10 s visibility timeout, so that a
+                           dead worker's tasks come back within seconds
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 
+import attrs
 from celery import Celery
 
 import prioroute
@@ -31,6 +35,13 @@ app = Celery(
 )
 app.conf.broker_connection_retry_on_startup = True
 registry = prioroute.Registry()
+if os.environ.get("PRIOROUTE_IT_TIERS") == "bounded":
+    registry = prioroute.Registry(
+        attrs.evolve(tier, time_limit=5, retry=prioroute.Retry(delay=1))
+        for tier in prioroute.DEFAULT_TIERS.values()
+    )
+    if app.conf.broker_url.startswith("redis"):
+        app.conf.broker_transport_options = {"visibility_timeout": 10}
 
 
 def _record(kind: str, number: int) -> None:
@@ -49,6 +60,29 @@ def low(number: int) -> None:
 @app.task(name="it.critical")
 def critical(number: int) -> None:
     _record("critical", number)
+
+
+def _work(tier: str, number: int, duration: float) -> None:
+    time.sleep(duration)
+    _record(f"done-{tier}", number)  # recorded at the end: the task completed
+
+
+@registry.critical
+@app.task(name="it.work.critical")
+def work_critical(number: int, duration: float = 0.02) -> None:
+    _work("critical", number, duration)
+
+
+@registry.normal
+@app.task(name="it.work.normal")
+def work_normal(number: int, duration: float = 0.02) -> None:
+    _work("normal", number, duration)
+
+
+@registry.low
+@app.task(name="it.work.low")
+def work_low(number: int, duration: float = 0.02) -> None:
+    _work("low", number, duration)
 
 
 if MODE == "plain":
