@@ -89,12 +89,14 @@ class TestBrokerErrors:
         sys.modules.pop("examples.ansflow", None)
         sys.modules.pop("examples.ansflow.tasks", None)
 
-    @pytest.mark.parametrize("command", [["verify"], ["monitor", "--once"]])
+    @pytest.mark.parametrize(
+        "command", [["verify"], ["monitor", "--once"], ["dead"], ["dead", "--requeue-all"]]
+    )
     def test_unreachable(self, command: list[str]) -> None:
         code, output = run(
             *command,
             "examples.ansflow:app",
-            "--timeout" if command == ["verify"] else "--interval",
+            "--interval" if command[0] == "monitor" else "--timeout",
             "1",
         )
         assert code == 3, output
@@ -138,3 +140,9 @@ def test_celery_subcommand() -> None:
     )
     assert shown.returncode == 0, shown.stderr
     assert "kubernetes_integration.tasks.deploy_application" in shown.stdout
+
+
+def test_dead_requeue_takes_ids_or_all_not_both() -> None:
+    code, output = run("dead", "examples.ansflow:app", "--requeue", "x", "--requeue-all")
+    assert code == 4, output
+    assert "give --requeue TASK_ID or --requeue-all, not both" in output

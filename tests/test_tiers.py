@@ -45,6 +45,13 @@ class TestTier:
         with pytest.raises(TierError, match="time_limit must be >= 0"):
             Tier("x", 1, time_limit=-1)
 
+    @pytest.mark.parametrize("value", [0, -1, 2.5, True, "5"])
+    def test_bad_max_deliveries(self, value: object) -> None:
+        with pytest.raises(
+            TierError, match=rf"tier 'x': max_deliveries must be an int >= 1 or None, got {value!r}"
+        ):
+            Tier("x", 1, max_deliveries=value)  # type: ignore[arg-type]
+
     def test_retry_must_be_retry(self) -> None:
         with pytest.raises(TierError, match=r"retry must be a prioroute.Retry"):
             Tier("x", 1, retry={"max_retries": 3})  # type: ignore[arg-type]

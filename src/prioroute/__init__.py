@@ -19,6 +19,7 @@ from typing import Any
 from ._build import DEFAULT_QUEUE, TOPOLOGIES, Layout, Settings, build
 from ._check import RULES, Finding, Report, Rule, check
 from ._configure import configure, configured_registry, validate
+from ._dead import DeadLetter, dead_letters, requeue_dead
 from ._errors import (
     ConfigConflictError,
     PriorouteError,
@@ -61,6 +62,7 @@ __all__ = [
     "TOPOLOGIES",
     "BrokerProfile",
     "ConfigConflictError",
+    "DeadLetter",
     "Finding",
     "Layout",
     "PriorouteError",
@@ -86,12 +88,14 @@ __all__ = [
     "configure",
     "configured_registry",
     "critical",
+    "dead_letters",
     "default_registry",
     "low",
     "normal",
     "plan_workers",
     "profile_for",
     "register",
+    "requeue_dead",
     "tier",
     "validate",
 ]

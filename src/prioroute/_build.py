@@ -22,6 +22,8 @@ TOPOLOGIES = ("shared", "lanes")
 #: The shared priority queue's name unless you choose another. A fresh name, so that it
 #: never collides with an existing ``celery`` queue declared without ``x-max-priority``.
 DEFAULT_QUEUE = "prioroute"
+#: The Celery request class that counts a message's deliveries when its worker dies.
+GUARDED_REQUEST = "prioroute._guard:GuardedRequest"
 
 #: Why prioroute emits each setting; used in docs and in conflict messages.
 REASONS: Mapping[str, str] = MappingProxyType(
@@ -240,8 +242,15 @@ class Layout:
         return None if priority is None else {"queue": self.shared_queue, "priority": priority}
 
     def annotation(self, registration: Registration) -> dict[str, Any]:
-        """The ``task_annotations`` entry for *registration*: its tier's policy."""
-        return self.tiers[registration.tier].task_options()
+        """The ``task_annotations`` entry for *registration*: its tier's policy, and the
+        poison-message guard where the broker does not count deliveries itself."""
+        tier = self.tiers[registration.tier]
+        options = tier.task_options()
+        guarded = tier.acks_late and tier.reject_on_worker_lost and tier.max_deliveries
+        if guarded and self.profile.delivery_limit is None:
+            options["Request"] = GUARDED_REQUEST
+            options["prioroute_max_deliveries"] = tier.max_deliveries
+        return options
 
     def declare(self, name: str) -> Queue:
         """The kombu queue declaration for the queue called *name*."""

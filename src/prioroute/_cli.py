@@ -19,6 +19,7 @@ from kombu.utils.url import maybe_sanitize_url
 
 from ._check import RULES, check
 from ._configure import configured_registry, layout_of, learn_task_names
+from ._dead import DeadLetter, dead_letters, requeue_dead
 from ._errors import PriorouteError
 from ._operate import BrokerUnreachable, QueueState, masked, probe_queues, watch
 from ._plan import Worker, WorkerPlan, plan_workers
@@ -555,6 +556,83 @@ def monitor(
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         return
+
+
+def _dead_text(letters: list[DeadLetter]) -> str:
+    lines = []
+    for letter in letters:
+        lines += [
+            f"{letter.task_id}  {letter.task}({letter.args})",
+            f"    in {letter.queue}"
+            + (f" since {letter.dead_at}" if letter.dead_at else "")
+            + f"; back to {letter.routing_key!r} on requeue",
+            f"    {letter.reason}",
+        ]
+    return "\n".join(lines)
+
+
+@main.command()
+@_app_argument
+@click.option(
+    "--requeue",
+    "task_ids",
+    multiple=True,
+    metavar="TASK_ID",
+    help="Publish this dead-lettered task to its queue again (repeatable).",
+)
+@click.option("--requeue-all", is_flag=True, help="Publish every dead-lettered task again.")
+@_format_option("text", "json")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to connect.")
+@click.pass_context
+def dead(
+    ctx: click.Context,
+    *,
+    app_spec: str | None,
+    task_ids: tuple[str, ...],
+    requeue_all: bool,
+    fmt: str,
+    timeout: float,
+) -> None:
+    """List the tasks in APP's dead-letter queues, or requeue them.
+
+    A task lands in ``<queue>.dead`` when its worker process died on each of its tier's
+    ``max_deliveries``. Listing changes nothing. Requeued tasks go back to the queue they
+    came from with a fresh delivery count. Exit codes: 0 no dead letters (or all asked for
+    were requeued), 1 dead letters wait (or a TASK_ID was not found), 3 the app or the
+    broker cannot be reached.
+    """
+    app = _app_from(ctx, app_spec)
+    if task_ids and requeue_all:
+        raise _usage("give --requeue TASK_ID or --requeue-all, not both")
+    try:
+        if task_ids or requeue_all:
+            letters = requeue_dead(app, None if requeue_all else set(task_ids), timeout=timeout)
+            missing = sorted(set(task_ids) - {letter.task_id for letter in letters})
+        else:
+            letters, missing = dead_letters(app, timeout=timeout), []
+    except BrokerUnreachable as exc:
+        raise AppLoadError(str(exc)) from None
+    requeueing = bool(task_ids or requeue_all)
+    code = 1 if missing or (letters and not requeueing) else 0
+    if fmt == "json":
+        data = {
+            "app": app.main,
+            "broker": masked(app),
+            "requeued" if requeueing else "dead_letters": [x.as_dict() for x in letters],
+            "not_found": missing,
+            "exit_code": code,
+        }
+        click.echo(json.dumps(data, indent=2))
+        sys.exit(code)
+    if requeueing:
+        click.echo(f"requeued {len(letters)} task(s)")
+    elif not letters:
+        click.echo(f"no dead letters (app {app.main} · broker {masked(app)})")
+    if letters:
+        click.echo(_dead_text(letters))
+    for task_id in missing:
+        click.secho(f"no dead letter with task id {task_id!r}", fg="red", err=True)
+    sys.exit(code)
 
 
 #: ``celery -A proj prioroute …``: the same commands, with the app Celery loaded.

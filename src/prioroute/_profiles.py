@@ -67,6 +67,22 @@ def longest_wait(tiers: Mapping[str, Tier]) -> float:
     )
 
 
+def dead_letter_queue(name: str, *, quorum: bool = False) -> Queue:
+    """The dead-letter queue of queue *name*: ``<name>.dead``, on its own direct exchange.
+
+    No worker consumes it: poison messages wait there for a person
+    (``prioroute dead``) to look at them and requeue or drop them.
+    """
+    dead = f"{name}.dead"
+    return Queue(
+        dead,
+        Exchange(dead, type="direct", durable=True),
+        routing_key=dead,
+        durable=True,
+        queue_arguments={"x-queue-type": "quorum"} if quorum else None,
+    )
+
+
 class _DeadLetteredQueue(Queue):
     """A kombu queue that declares its dead-letter exchange and queue before itself.
 
@@ -193,21 +209,14 @@ class BrokerProfile:
         """The kombu queue for *name*, durable, on an exchange of the same name."""
         exchange = Exchange(name, type=self.exchange_type, durable=True)
         if self.queue_type == "quorum":
-            dead = f"{name}.dead"
+            dead_letter = dead_letter_queue(name, quorum=True)
             arguments: dict[str, Any] = {
                 "x-queue-type": "quorum",
-                "x-dead-letter-exchange": dead,
-                "x-dead-letter-routing-key": dead,
+                "x-dead-letter-exchange": dead_letter.name,
+                "x-dead-letter-routing-key": dead_letter.name,
             }
             if self.delivery_limit is not None:
                 arguments["x-delivery-limit"] = self.delivery_limit
-            dead_letter = Queue(
-                dead,
-                Exchange(dead, type="direct", durable=True),
-                routing_key=dead,
-                durable=True,
-                queue_arguments={"x-queue-type": "quorum"},
-            )
             return _DeadLetteredQueue(
                 name,
                 exchange,

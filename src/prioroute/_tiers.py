@@ -137,6 +137,12 @@ class Tier:
         acks_late: Acknowledge after the task ran, so a task a dying worker held is
             redelivered instead of lost.
         reject_on_worker_lost: With *acks_late*, requeue a task whose worker process died.
+        max_deliveries: How often a task whose worker process dies (``os._exit``, an
+            OOM kill, a segfault) is delivered before it goes to its queue's dead-letter
+            queue ``<queue>.dead`` instead, so that one poison message cannot block a lane
+            forever; ``None`` redelivers it for ever. Counted by prioroute on RabbitMQ
+            classic queues and Redis; on quorum queues the broker's ``x-delivery-limit``
+            (:attr:`BrokerProfile.delivery_limit`) counts instead.
 
     >>> Tier("urgent", urgency=9, time_limit=300).urgency
     9
@@ -155,6 +161,7 @@ class Tier:
     rate_limit: str | None = attrs.field(default=None, kw_only=True, validator=_rate_limit)
     acks_late: bool = attrs.field(default=True, kw_only=True)
     reject_on_worker_lost: bool = attrs.field(default=True, kw_only=True)
+    max_deliveries: int | None = attrs.field(default=5, kw_only=True)
 
     @urgency.validator
     def _check_urgency(self, attribute: attrs.Attribute[int], value: int) -> None:
@@ -162,6 +169,15 @@ class Tier:
             raise TierError(
                 f"tier {self.name!r}: urgency must be an int from 0 (least urgent) to "
                 f"{MAX_URGENCY} (most urgent), got {value!r}"
+            )
+
+    @max_deliveries.validator
+    def _check_deliveries(self, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise TierError(
+                f"tier {self.name!r}: max_deliveries must be an int >= 1 or None, got {value!r}"
             )
 
     @queue.validator

@@ -85,6 +85,14 @@ def work_low(number: int, duration: float = 0.02) -> None:
     _work("low", number, duration)
 
 
+@registry.critical
+@app.task(name="it.poison")
+def poison(number: int) -> None:
+    """Kills the worker process that runs it, as an OOM kill or a segfault would."""
+    _record("poison", number)
+    os._exit(13)
+
+
 if MODE == "plain":
     app.conf.task_default_queue = QUEUE
     app.conf.task_routes = {"it.critical": {"priority": 9}}
