@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kombu import pools
 from kombu.transport import memory
 
 
@@ -13,3 +14,5 @@ def reset_memory_broker() -> None:
     """
     memory.Transport.global_state.clear()
     memory.Channel.queues.clear()
+    # Pooled connections remember what they declared, and would not declare it again.
+    pools.reset()

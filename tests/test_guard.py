@@ -19,7 +19,14 @@ import prioroute
 from prioroute import Registry, Tier
 from prioroute._build import GUARDED_REQUEST
 from prioroute._dead import DeadLetter
-from prioroute._guard import DEAD_FROM, DEAD_REASON, DELIVERIES, GuardedRequest, deliveries
+from prioroute._guard import (
+    DEAD_FROM,
+    DEAD_REASON,
+    DELIVERIES,
+    GuardedRequest,
+    _on_rejected,
+    deliveries,
+)
 
 from ._memory import reset_memory_broker
 
@@ -168,3 +175,50 @@ class TestDeadLetter:
         )
         assert letter.args == "(1, 2), {'a': 1}"
         assert letter.as_dict()["args"] == "(1, 2), {'a': 1}"
+
+
+class TestRejected:
+    """Messages a worker rejects (unknown task, not a task) go to the dead-letter queue."""
+
+    def _publish_unknown(self, app: Celery) -> Message:
+        app.send_task("proj.nobody_has_this", args=(1,), task_id="u1")
+        message = _take(app)
+        assert message is not None
+        return message
+
+    def test_dead_lettered_with_the_reason(self, app: Celery) -> None:
+        message = self._publish_unknown(app)
+        consumer = type("Consumer", (), {"app": app})()
+        _on_rejected(sender=consumer, message=message, exc=KeyError("x"), name="proj.nobody")
+        dead = _take(app, f"{QUEUE}.dead")
+        assert dead is not None
+        assert dead.headers["id"] == "u1"
+        assert dead.headers[DEAD_REASON] == (
+            "the worker rejected it (no task 'proj.nobody' is registered in the worker)"
+        )
+
+    def test_invalid_message_reason(self, app: Celery) -> None:
+        message = self._publish_unknown(app)
+        consumer = type("Consumer", (), {"app": app})()
+        _on_rejected(sender=consumer, message=message, exc=ValueError("bad eta"))
+        dead = _take(app, f"{QUEUE}.dead")
+        assert dead is not None
+        assert dead.headers[DEAD_REASON] == "the worker rejected it (ValueError: bad eta)"
+
+    def test_apps_prioroute_did_not_configure_are_left_alone(self) -> None:
+        other = Celery("other", broker="memory://", set_as_current=False)
+        message = Message(body=b"{}", headers={})
+        _on_rejected(sender=type("Consumer", (), {"app": other})(), message=message)
+        _on_rejected(sender=None, message=message)
+
+    def test_a_broker_refusing_the_copy_is_logged(
+        self, app: Celery, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        message = self._publish_unknown(app)
+
+        def refuse(*_: Any, **__: Any) -> None:
+            raise ConnectionResetError("broker went away")
+
+        monkeypatch.setattr("prioroute._guard.republish", refuse)
+        _on_rejected(sender=type("Consumer", (), {"app": app})(), message=message)
+        assert "could not dead-letter a rejected message" in caplog.text

@@ -23,6 +23,7 @@ from ._errors import (
     QueueConflictError,
     UnknownTaskError,
 )
+from ._guard import connect_dead_lettering
 from ._operate import connect_wait_reporting
 from ._profiles import BrokerProfile, profile_for
 from ._registry import Registry, default_registry
@@ -242,6 +243,7 @@ def configure(
     if previous is None:
         registry.subscribe(state.on_registration)
     connect_wait_reporting()
+    connect_dead_lettering()
     if layout.profile.visibility_timeout:
         before_task_publish.connect(
             _check_countdown, weak=False, dispatch_uid="prioroute.check_countdown"

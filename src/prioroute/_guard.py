@@ -17,13 +17,23 @@ from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
+from celery.signals import task_rejected, task_unknown
 from celery.utils.log import get_logger
 from celery.worker.request import Request
-from kombu import Exchange, Message
+from kombu import Exchange, Message, Queue
 
 from ._profiles import dead_letter_queue
 
-__all__ = ["DEAD_FROM", "DEAD_REASON", "DELIVERIES", "GuardedRequest", "deliveries", "republish"]
+__all__ = [
+    "DEAD_FROM",
+    "DEAD_REASON",
+    "DELIVERIES",
+    "GuardedRequest",
+    "connect_dead_lettering",
+    "dead_letter",
+    "deliveries",
+    "republish",
+]
 
 #: The message header that counts deliveries, the first being 1.
 DELIVERIES = "prioroute_deliveries"
@@ -92,28 +102,11 @@ class GuardedRequest(Request):
             self.send_event("task-rejected", requeue=True)
 
     def _dead_letter(self, message: Message, count: int) -> None:
-        info = message.delivery_info or {}
-        source = str(info.get("routing_key") or self.delivery_info.get("routing_key") or "")
-        queue = dead_letter_queue(source or "prioroute")
         failure = self._prioroute_failure
         reason = f"delivered {count} times and its worker process died each time" + (
             f" (last: {type(failure).__name__}: {failure})" if failure is not None else ""
         )
-        headers = {
-            **(message.headers or {}),
-            DELIVERIES: count,
-            DEAD_REASON: reason,
-            DEAD_FROM: {"exchange": str(info.get("exchange") or ""), "routing_key": source},
-            DEAD_AT: datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        republish(
-            self.task.app,
-            message,
-            headers,
-            exchange=queue.exchange,
-            routing_key=queue.name,
-            declare=[queue],
-        )
+        queue = dead_letter(self.task.app, message, reason, count)
         logger.error(
             "Task %s[%s] dead-lettered to %s: %s", self.task_name, self.id, queue.name, reason
         )
@@ -125,6 +118,61 @@ class GuardedRequest(Request):
             store_result=self.store_errors,
         )
         self.send_event("task-failed", exception=repr(error))
+
+
+def dead_letter(app: Any, message: Message, reason: str, count: int = 1) -> Queue:
+    """Publish a copy of *message*, headers intact, to the dead-letter queue of the queue
+    it came from, saying why; returns that dead-letter queue."""
+    info = message.delivery_info or {}
+    source = str(info.get("routing_key") or "")
+    queue = dead_letter_queue(source or "prioroute")
+    headers = {
+        **(message.headers or {}),
+        DELIVERIES: count,
+        DEAD_REASON: reason,
+        DEAD_FROM: {"exchange": str(info.get("exchange") or ""), "routing_key": source},
+        DEAD_AT: datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    republish(
+        app, message, headers, exchange=queue.exchange, routing_key=queue.name, declare=[queue]
+    )
+    return queue
+
+
+def _on_rejected(
+    sender: Any = None,
+    message: Message | None = None,
+    exc: BaseException | None = None,
+    **_: Any,
+) -> None:
+    """Dead-letter a message the worker rejected: an unknown task, a message that is not a
+    Celery task, an invalid one. Celery drops it otherwise, except from quorum queues,
+    whose broker dead-letters rejected messages itself."""
+    from ._configure import layout_of
+
+    app = getattr(sender, "app", None)
+    layout = None if app is None else layout_of(app)
+    if message is None or layout is None or layout.profile.queue_type == "quorum":
+        return
+    name = _.get("name")  # task_unknown says which task
+    if name is not None:
+        what = f"no task {name!r} is registered in the worker"
+    elif exc is not None:
+        what = f"{type(exc).__name__}: {exc}"
+    else:
+        what = "not a Celery task message"
+    try:
+        queue = dead_letter(app, message, f"the worker rejected it ({what})")
+    except Exception as error:  # nothing more to do: say so loudly
+        logger.error("prioroute could not dead-letter a rejected message (%r); it is lost", error)
+        return
+    logger.error("A message the worker rejected was dead-lettered to %s: %s", queue.name, what)
+
+
+def connect_dead_lettering() -> None:
+    """Dead-letter the messages workers of prioroute-configured apps reject."""
+    for signal in (task_rejected, task_unknown):
+        signal.connect(_on_rejected, weak=False, dispatch_uid="prioroute.dead_letter_rejected")
 
 
 def republish(
