@@ -57,3 +57,25 @@ def bench(session: nox.Session) -> None:
     install(session, "bench")
     session.run("bash", "scripts/brokers", "up", external=True)
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def cluster(session: nox.Session) -> None:
+    """Fault test 4 (not in the default run): kill -9 the node that leads the quorum queues
+    of a three-node RabbitMQ cluster on 127.0.0.1, which `scripts/cluster up` starts and
+    `scripts/cluster down` stops afterwards."""
+    install(session, "tests")
+    session.run("bash", "scripts/cluster", "up", external=True)
+    try:
+        session.run(
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-s",
+            "tests/cluster",
+            "-m",
+            "cluster",
+            *session.posargs,
+        )
+    finally:
+        session.run("bash", "scripts/cluster", "down", external=True)
