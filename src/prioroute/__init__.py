@@ -22,6 +22,7 @@ from ._configure import configure, configured_registry, validate
 from ._dead import DeadLetter, dead_letters, requeue_dead
 from ._errors import (
     ConfigConflictError,
+    MigrationError,
     PriorouteError,
     PriorouteWarning,
     QueueConflictError,
@@ -31,6 +32,7 @@ from ._errors import (
     UnknownTaskError,
     UnknownTierError,
 )
+from ._migrate import Migration, migrate, recreate_queue
 from ._plan import LANE_PREFETCH, Worker, WorkerPlan, plan_workers
 from ._profiles import (
     NO_PRIORITY,
@@ -65,6 +67,8 @@ __all__ = [
     "DeadLetter",
     "Finding",
     "Layout",
+    "Migration",
+    "MigrationError",
     "PriorouteError",
     "PriorouteWarning",
     "QueueConflictError",
@@ -91,9 +95,11 @@ __all__ = [
     "dead_letters",
     "default_registry",
     "low",
+    "migrate",
     "normal",
     "plan_workers",
     "profile_for",
+    "recreate_queue",
     "register",
     "requeue_dead",
     "tier",

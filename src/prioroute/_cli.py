@@ -20,7 +20,8 @@ from kombu.utils.url import maybe_sanitize_url
 from ._check import RULES, check
 from ._configure import configured_registry, layout_of, learn_task_names
 from ._dead import DeadLetter, dead_letters, requeue_dead
-from ._errors import PriorouteError
+from ._errors import MigrationError, PriorouteError
+from ._migrate import Migration, migrate, recreate_queue
 from ._operate import BrokerUnreachable, QueueState, masked, probe_queues, watch
 from ._plan import Worker, WorkerPlan, plan_workers
 
@@ -632,6 +633,115 @@ def dead(
         click.echo(_dead_text(letters))
     for task_id in missing:
         click.secho(f"no dead letter with task id {task_id!r}", fg="red", err=True)
+    sys.exit(code)
+
+
+def _names(value: str | None) -> list[str] | None:
+    return [n.strip() for n in value.split(",") if n.strip()] if value else None
+
+
+def _migration_text(result: Migration) -> str:
+    verb = "would move" if result.dry_run else "moved"
+    lines = [
+        f"{verb} {result.total} task(s) from {result.source} to {result.destination} "
+        f"in {result.seconds:.1f} s"
+        + (f" ({result.total / result.seconds:.0f}/s)" if result.seconds and result.total else "")
+    ]
+    if result.recovered:
+        lines.append(f"  published {result.recovered} left in flight by an interrupted run")
+    lines += [f"  to {queue}: {count}" for queue, count in sorted(result.moved.items())]
+    lines += [f"  tier {tier}: {count}" for tier, count in sorted(result.tiers.items())]
+    lines += [f"  left in the source, {why}: {n}" for why, n in sorted(result.left.items())]
+    lines += [
+        f"  NOT MOVED, {why}: {n} (still in the source)"
+        for why, n in sorted(result.unplaceable.items())
+    ]
+    return "\n".join(lines)
+
+
+@main.command(name="migrate")
+@_app_argument
+@click.option("--from", "source", metavar="URL", help="The broker to move tasks from.")
+@click.option(
+    "--to",
+    "destination",
+    metavar="URL",
+    help="The broker to move them to (default: APP's broker_url). APP must be configured "
+    "for this broker.",
+)
+@click.option("--tiers", metavar="T1,T2", help="Move only these tiers' tasks.")
+@click.option("--queues", metavar="Q1,Q2", help="Source queues (default: APP's and 'celery').")
+@click.option("--limit", type=click.IntRange(min=1), help="Move at most this many tasks.")
+@click.option("--dry-run", is_flag=True, help="Count what would move where; change nothing.")
+@click.option(
+    "--recreate",
+    metavar="QUEUE",
+    help="RabbitMQ: recreate APP's queue QUEUE with prioroute's arguments, keeping its tasks.",
+)
+@_format_option("text", "json")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to connect.")
+@click.pass_context
+def migrate_command(
+    ctx: click.Context,
+    *,
+    app_spec: str | None,
+    source: str | None,
+    destination: str | None,
+    tiers: str | None,
+    queues: str | None,
+    limit: int | None,
+    dry_run: bool,
+    recreate: str | None,
+    fmt: str,
+    timeout: float,
+) -> None:
+    """Move waiting tasks to where APP's routing sends them, losing none.
+
+    Each task is re-routed by name — queue and priority as APP's prioroute configuration
+    gives them on the destination broker — published with confirms, and only then removed
+    from the source. Run it again after an interruption: it continues, and at most the
+    task in flight arrives twice. Tasks it cannot place stay in the source and are
+    reported. Exit codes: 0 done, 1 some tasks could not be placed, 3 the app or a broker
+    cannot be reached, 4 bad usage.
+    """
+    app = _app_from(ctx, app_spec)
+    if recreate and (source or destination or tiers or queues or limit or dry_run):
+        raise _usage("--recreate QUEUE takes no other migrate option")
+    if not recreate and not source:
+        raise _usage("give --from URL (the broker to move tasks from), or --recreate QUEUE")
+    tty = fmt == "text" and sys.stdout.isatty()
+    started = time.monotonic()
+
+    def progress(count: int) -> None:
+        if tty and count % 100 == 0:
+            rate = count / max(time.monotonic() - started, 1e-6)
+            click.echo(f"\r  moved {count} ({rate:.0f}/s)", nl=False)
+
+    try:
+        if recreate:
+            result = recreate_queue(app, recreate, timeout=timeout)
+        else:
+            assert source is not None
+            result = migrate(
+                app,
+                source,
+                destination=destination,
+                tiers=_names(tiers),
+                queues=_names(queues),
+                limit=limit,
+                dry_run=dry_run,
+                progress=progress,
+                timeout=timeout,
+            )
+    except MigrationError as exc:
+        raise AppLoadError(str(exc)) from None
+    if tty:
+        click.echo("\r", nl=False)
+    code = 1 if result.unplaceable else 0
+    if fmt == "json":
+        click.echo(json.dumps({**result.as_dict(), "exit_code": code}, indent=2))
+    else:
+        click.echo(_migration_text(result))
     sys.exit(code)
 
 

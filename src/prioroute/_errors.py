@@ -10,7 +10,8 @@ standard exception a caller would naturally catch::
     ├── ConfigConflictError (ValueError)    the app's own Celery settings contradict prioroute's
     │   └── QueueConflictError              a queue is declared with arguments prioroute cannot use
     ├── TopologyError (ValueError)          the broker cannot serve the asked-for queue layout
-    └── UnknownTaskError (LookupError)      a registered task name that Celery never registers
+    ├── UnknownTaskError (LookupError)      a registered task name that Celery never registers
+    └── MigrationError                      a migration cannot start (app, broker or queue)
 
 :class:`PriorouteWarning` (a ``UserWarning``) flags what works but may surprise, such as a
 countdown longer than the broker's visibility timeout.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigConflictError",
+    "MigrationError",
     "PriorouteError",
     "PriorouteWarning",
     "QueueConflictError",
@@ -68,6 +70,11 @@ class UnknownTaskError(PriorouteError, LookupError):
 class TopologyError(PriorouteError, ValueError):
     """The broker cannot keep tiers apart in the asked-for topology (e.g. a shared queue on
     a broker without message priority)."""
+
+
+class MigrationError(PriorouteError):
+    """A migration cannot start: the app is not configured by prioroute, a tier or queue is
+    unknown, or a broker cannot be reached."""
 
 
 class PriorouteWarning(UserWarning):
