@@ -49,6 +49,14 @@ class TestErrors:
         ):
             prioroute.migrate(app, "redis://127.0.0.1:1/0", tiers=["urgent"])
 
+    def test_destination_of_another_kind_than_the_app(self, app: Celery) -> None:
+        with pytest.raises(
+            MigrationError,
+            match=r"configured for its broker_url amqp://ops:\*\*@127.0.0.1:1// \(amqp\), "
+            r"not for the destination redis://127.0.0.1:1/0",
+        ):
+            prioroute.migrate(app, "amqp://127.0.0.1:1//", destination="redis://127.0.0.1:1/0")
+
     def test_unreachable_source_masks_the_password(self, app: Celery) -> None:
         with pytest.raises(MigrationError) as error:
             prioroute.migrate(app, "amqp://ops:s3cret@127.0.0.1:1//", timeout=1)

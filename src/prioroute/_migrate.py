@@ -230,6 +230,14 @@ def migrate(
     started = time.monotonic()
     router = _Router(app, tiers)
     target = destination or app.conf.broker_url
+    configured_for = Connection(app.conf.broker_url).transport.driver_type
+    if Connection(target).transport.driver_type != configured_for:
+        raise MigrationError(
+            f"app {app.main!r} is configured for its broker_url "
+            f"{maybe_sanitize_url(app.conf.broker_url)} ({configured_for}), not for the "
+            f"destination {maybe_sanitize_url(target)}: priorities differ between brokers, so "
+            "point the app's broker_url at the destination and run again"
+        )
     names = list(queues) if queues else _default_queues(app)
     moved: Counter[str] = Counter()
     by_tier: Counter[str] = Counter()
