@@ -87,7 +87,11 @@ class Apps:
 
     def amqp_ids(self) -> list[str]:
         """Every task id waiting in the RabbitMQ queue (read and put back)."""
-        ids = []
+        return [headers["id"] for headers in self.amqp_headers()]
+
+    def amqp_headers(self) -> list[dict[str, Any]]:
+        """The headers of every task waiting in the RabbitMQ queue (read and put back)."""
+        found = []
         with Connection(self.amqp_url) as connection:
             bound = Queue(self.queue, no_declare=True).bind(connection.channel())
             try:
@@ -95,8 +99,8 @@ class Apps:
             except connection.channel_errors:
                 return []
             while (message := bound.get(no_ack=False)) is not None:
-                ids.append(message.headers["id"])
-        return ids
+                found.append({**message.headers, "priority": message.properties.get("priority")})
+        return found
 
     def cleanup(self) -> None:
         import redis
@@ -237,3 +241,17 @@ def test_recreate_a_queue_with_prioritys_arguments_keeps_every_task(apps: Apps) 
     assert after.depth == 300
     assert sorted(apps.amqp_ids()) == sorted(published)
     assert result.tiers == {"low": 240, "critical": 60}
+
+
+def test_eta_and_headers_are_kept(apps: Apps) -> None:
+    on_redis = apps.load(apps.redis_url)
+    later = on_redis.critical.apply_async((1,), countdown=3600, headers={"trace": "abc"})
+    sent = on_redis.app.send_task("it.low", args=(2,), retries=2, root_id="root-1")
+    on_rabbit = apps.load(apps.amqp_url)
+    assert prioroute.migrate(on_rabbit.app, apps.redis_url).total == 2
+    by_id = {h["id"]: h for h in apps.amqp_headers()}
+    assert by_id[later.id]["eta"] is not None
+    assert by_id[later.id]["trace"] == "abc"
+    assert by_id[later.id]["priority"] == 2  # critical, numbered the RabbitMQ way
+    assert (by_id[sent.id]["retries"], by_id[sent.id]["root_id"]) == (2, "root-1")
+    assert by_id[sent.id]["priority"] == 0
