@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -25,6 +24,7 @@ from kombu import Connection, Exchange, Queue
 from kombu.utils.url import maybe_sanitize_url
 
 from ._errors import MigrationError
+from ._operate import BrokerUnreachable, _connect
 from ._profiles import REDIS_SEP
 
 __all__ = ["INFLIGHT", "Migration", "migrate", "recreate_queue"]
@@ -173,16 +173,10 @@ def _publish(producer: Any, message: _Message, queue: Queue, priority: int | Non
 
 @contextmanager
 def _connection(app: Celery, url: str, what: str, timeout: float) -> Iterator[Connection]:
-    what = f"{what} broker" if what else "broker"
-    connection: Connection = app.connection_for_write(url=url)
     try:
-        connection.ensure_connection(max_retries=1, interval_start=0, timeout=math.ceil(timeout))
-    except Exception as exc:
-        connection.release()
-        raise MigrationError(
-            f"cannot reach the {what} at {maybe_sanitize_url(url)}: "
-            f"{type(exc).__name__}: {maybe_sanitize_url(str(exc))}"
-        ) from None
+        connection = _connect(app, timeout, url=url, what=f"{what} broker".strip())
+    except BrokerUnreachable as exc:
+        raise MigrationError(str(exc)) from None
     try:
         yield connection
     finally:

@@ -91,12 +91,12 @@ def masked(app: Celery) -> str:
     return str(maybe_sanitize_url(app.conf.broker_url or ""))
 
 
-def _scrub(text: str, app: Celery) -> str:
+def _scrub(text: str, app: Celery, url: str | None = None) -> str:
     """*text* without the broker password, wherever an error message quoted it."""
     from urllib.parse import urlsplit
 
-    for url in (app.conf.broker_url or "").split(";"):
-        password = urlsplit(url.strip()).password
+    for one in (url or app.conf.broker_url or "").split(";"):
+        password = urlsplit(one.strip()).password
         if password:
             text = text.replace(password, "**")
     return text
@@ -118,15 +118,23 @@ def _expected(app: Celery) -> list[tuple[Queue, tuple[str, ...]]]:
     return result
 
 
-def _connect(app: Celery, timeout: float) -> Connection:
-    connection: Connection = app.connection_for_read()
+def _connect(
+    app: Celery, timeout: float, *, url: str | None = None, what: str = "broker"
+) -> Connection:
+    """A live connection to *app*'s broker, or to *url* with *app*'s transport options.
+
+    Raises:
+        BrokerUnreachable: The broker is down or refused the credentials.
+    """
+    connection: Connection = app.connection_for_write(url=url) if url else app.connection_for_read()
     try:
         connection.ensure_connection(max_retries=1, interval_start=0, timeout=math.ceil(timeout))
     except Exception as exc:
         connection.release()
+        shown = str(maybe_sanitize_url(url)) if url else masked(app)
         raise BrokerUnreachable(
-            f"cannot reach the broker at {masked(app)}: "
-            f"{_scrub(f'{type(exc).__name__}: {exc}', app)}; check that it runs and that "
+            f"cannot reach the {what} at {shown}: "
+            f"{_scrub(f'{type(exc).__name__}: {exc}', app, url)}; check that it runs and that "
             "the URL's host, port and credentials are right"
         ) from None
     return connection

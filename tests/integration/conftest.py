@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import attrs
 import pytest
@@ -77,6 +78,20 @@ class Scenario:
     topology: str = ""
     critical_first: bool = True
     tiers: str = ""  # "bounded": see prio_app.py
+
+
+def scenarios(*params: Scenario) -> Any:
+    """The ``scenario`` fixture of a test module: each test runs once per scenario.
+
+    Use as ``_scenario = scenarios(Scenario(...), ...)`` at module level.
+    """
+
+    @pytest.fixture(name="scenario", params=params, ids=lambda s: s.id)
+    def _scenario(request: pytest.FixtureRequest) -> Scenario:
+        scenario: Scenario = request.param
+        return scenario
+
+    return _scenario
 
 
 def lines_of(log: Path) -> list[str]:

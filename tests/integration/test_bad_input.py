@@ -19,7 +19,7 @@ import pytest
 
 import prioroute
 
-from .conftest import Scenario, lines_of
+from .conftest import Scenario, lines_of, scenarios
 
 pytestmark = pytest.mark.broker
 
@@ -27,18 +27,11 @@ HEALTHY = 100
 DEADLINE = 120.0
 
 
-@pytest.fixture(
-    name="scenario",
-    params=[
-        Scenario("rabbitmq-classic", "amqp", topology="shared", tiers="bounded"),
-        Scenario("redis", "redis", tiers="bounded"),
-        Scenario("rabbitmq-quorum", "amqp", profile="rabbitmq-quorum", tiers="bounded"),
-    ],
-    ids=lambda s: s.id,
+_scenario = scenarios(
+    Scenario("rabbitmq-classic", "amqp", topology="shared", tiers="bounded"),
+    Scenario("redis", "redis", tiers="bounded"),
+    Scenario("rabbitmq-quorum", "amqp", profile="rabbitmq-quorum", tiers="bounded"),
 )
-def _scenario(request: pytest.FixtureRequest) -> Scenario:
-    scenario: Scenario = request.param
-    return scenario
 
 
 def _publish_bad(app: ModuleType) -> None:

@@ -19,7 +19,7 @@ from types import ModuleType
 
 import pytest
 
-from .conftest import Scenario, lines_of
+from .conftest import Scenario, lines_of, scenarios
 
 pytestmark = pytest.mark.broker
 
@@ -28,19 +28,12 @@ KILLS = 3
 DEADLINE = 180.0
 
 
-@pytest.fixture(
-    name="scenario",
-    params=[
-        Scenario("rabbitmq-shared", "amqp", topology="shared", tiers="bounded"),
-        # On Redis a dead worker's unacknowledged tasks come back after visibility_timeout:
-        # bounded tiers let the app set it to seconds.
-        Scenario("redis-shared", "redis", tiers="bounded"),
-    ],
-    ids=lambda s: s.id,
+_scenario = scenarios(
+    Scenario("rabbitmq-shared", "amqp", topology="shared", tiers="bounded"),
+    # On Redis a dead worker's unacknowledged tasks come back after visibility_timeout:
+    # bounded tiers let the app set it to seconds.
+    Scenario("redis-shared", "redis", tiers="bounded"),
 )
-def _scenario(request: pytest.FixtureRequest) -> Scenario:
-    scenario: Scenario = request.param
-    return scenario
 
 
 def _children(pid: int) -> list[int]:

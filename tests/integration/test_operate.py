@@ -18,22 +18,15 @@ from kombu import Connection, Queue
 
 from prioroute._cli import main
 
-from .conftest import APP, ROOT, Scenario, wait_for
+from .conftest import APP, ROOT, Scenario, scenarios, wait_for
 
 pytestmark = pytest.mark.broker
 
 
-@pytest.fixture(
-    name="scenario",
-    params=[
-        Scenario("rabbitmq-shared", "amqp", topology="shared"),
-        Scenario("redis-shared", "redis"),
-    ],
-    ids=lambda s: s.id,
+_scenario = scenarios(
+    Scenario("rabbitmq-shared", "amqp", topology="shared"),
+    Scenario("redis-shared", "redis"),
 )
-def _scenario(request: pytest.FixtureRequest) -> Scenario:
-    scenario: Scenario = request.param
-    return scenario
 
 
 def _verify(module: ModuleType) -> tuple[int, dict[str, Any]]:

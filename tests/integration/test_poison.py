@@ -19,7 +19,7 @@ import pytest
 
 import prioroute
 
-from .conftest import APP, ROOT, Scenario, lines_of
+from .conftest import APP, ROOT, Scenario, lines_of, scenarios
 
 pytestmark = pytest.mark.broker
 
@@ -27,19 +27,12 @@ HEALTHY = 200
 DEADLINE = 150.0
 
 
-@pytest.fixture(
-    name="scenario",
-    params=[
-        Scenario("rabbitmq-classic", "amqp", topology="shared", tiers="bounded"),
-        Scenario("redis", "redis", tiers="bounded"),
-        # The broker counts deliveries itself (x-delivery-limit) and dead-letters.
-        Scenario("rabbitmq-quorum", "amqp", profile="rabbitmq-quorum", tiers="bounded"),
-    ],
-    ids=lambda s: s.id,
+_scenario = scenarios(
+    Scenario("rabbitmq-classic", "amqp", topology="shared", tiers="bounded"),
+    Scenario("redis", "redis", tiers="bounded"),
+    # The broker counts deliveries itself (x-delivery-limit) and dead-letters.
+    Scenario("rabbitmq-quorum", "amqp", profile="rabbitmq-quorum", tiers="bounded"),
 )
-def _scenario(request: pytest.FixtureRequest) -> Scenario:
-    scenario: Scenario = request.param
-    return scenario
 
 
 def _dead_cli(*args: str) -> subprocess.CompletedProcess[str]:

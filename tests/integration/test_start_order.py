@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from .conftest import CONCURRENCY, Scenario, wait_for
+from .conftest import CONCURRENCY, Scenario, scenarios, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -36,10 +36,7 @@ SCENARIOS = [
 ]
 
 
-@pytest.fixture(name="scenario", params=SCENARIOS, ids=lambda s: s.id)
-def _scenario(request: pytest.FixtureRequest) -> Scenario:
-    scenario: Scenario = request.param
-    return scenario
+_scenario = scenarios(*SCENARIOS)
 
 
 def test_critical_tasks_start_before_the_backlog_drains(
