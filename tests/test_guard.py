@@ -116,9 +116,31 @@ class TestGuard:
         origin = {"exchange": message.delivery_info["exchange"], "routing_key": QUEUE}
         assert dead.headers[DEAD_FROM] == origin
         assert dead.headers[DEAD_REASON] == (
-            "delivered 3 times and its worker process died each time (last: "
+            "delivered 3 times and never completed (last: "
             "WorkerLostError: Worker exited prematurely: exitcode 13 Job: 7.)"
         )
+
+    def test_hard_time_limit_counts_as_a_delivery(self, app: Celery) -> None:
+        # acks_on_timeout=False (the tier's policy): Celery requeues, the guard counts.
+        assert app.tasks["guard.crash"].acks_on_timeout is False
+        app.tasks["guard.crash"].apply_async((1,), headers={DELIVERIES: 3})
+        message = _take(app)
+        assert message is not None
+        _request(app, message).on_timeout(soft=False, timeout=5)
+        dead = _take(app, f"{QUEUE}.dead")
+        assert dead is not None
+        assert dead.headers[DEAD_REASON] == (
+            "delivered 3 times and never completed (last: TimeLimitExceeded: hard time limit of 5 s)"
+        )
+
+    def test_soft_time_limit_changes_nothing(self, app: Celery) -> None:
+        app.tasks["guard.crash"].apply_async((1,))
+        message = _take(app)
+        assert message is not None
+        request = _request(app, message)
+        request.on_timeout(soft=True, timeout=5)
+        assert not request.acknowledged
+        assert _take(app) is None
 
     def test_unguarded_tier_is_requeued_by_celery(self, app: Celery) -> None:
         app.tasks["guard.endless"].apply_async()

@@ -286,6 +286,14 @@ class TestRedis:
             build(registry, broker="redis").broker_transport_options["visibility_timeout"] == 3600
         )
 
+    def test_dead_workers_tasks_are_looked_for_every_interval(self, registry: Registry) -> None:
+        options = build(registry, broker="redis").broker_transport_options
+        assert options["unacked_restore_throttle"] == 1
+        app = Celery("r", broker="redis://127.0.0.1/0", set_as_current=False)
+        app.conf.broker_transport_options = {"unacked_restore_throttle": 5}
+        prioroute.configure(app, registry)  # the app's own tuning is kept, no conflict
+        assert app.conf.broker_transport_options["unacked_restore_throttle"] == 5
+
     def test_mismatched_priority_steps_conflict(self, registry: Registry) -> None:
         app = Celery("r", broker="redis://127.0.0.1/0", set_as_current=False)
         app.conf.broker_transport_options = {"priority_steps": [0, 3, 6, 9]}

@@ -52,6 +52,10 @@ class TestTier:
         ):
             Tier("x", 1, max_deliveries=value)  # type: ignore[arg-type]
 
+    def test_hard_time_limit_requeues_when_acks_late(self) -> None:
+        assert Tier("x", 1).task_options()["acks_on_timeout"] is False
+        assert "acks_on_timeout" not in Tier("x", 1, acks_late=False).task_options()
+
     def test_retry_must_be_retry(self) -> None:
         with pytest.raises(TierError, match=r"retry must be a prioroute.Retry"):
             Tier("x", 1, retry={"max_retries": 3})  # type: ignore[arg-type]

@@ -601,7 +601,8 @@ _REDIS_OPTIONS = frozenset(
         "fanout_patterns", "global_keyprefix", "socket_timeout", "socket_connect_timeout",
         "socket_keepalive", "socket_keepalive_options", "max_connections", "health_check_interval",
         "retry_on_timeout", "client_name", "unacked_key", "unacked_index_key", "unacked_mutex_key",
-        "unacked_mutex_expire", "unacked_restore_limit", "ack_emulation", "brpop_timeout",
+        "unacked_mutex_expire", "unacked_restore_limit", "unacked_restore_interval",
+        "unacked_restore_throttle", "ack_emulation", "brpop_timeout",
         "username", "password", "retry_policy", "ssl", "connection_class",
     }
 )  # fmt: skip

@@ -355,12 +355,28 @@ def _policy(
     for key, value in policy.items():
         if key in task.__dict__:
             own = task.__dict__[key]
-            config_name = _FROM_CONFIG.get(key)
-            inherited = config_name is not None and own == conf.get(config_name)
+            inherited = own == _configured(key, conf)
             if not inherited and own is not None:
                 continue
         result[key] = value
     return result
+
+
+def _configured(key: str, conf: Mapping[str, Any]) -> Any:
+    """The value Celery gives task attribute *key* from the configuration when binding,
+    or a marker that matches nothing if it takes none."""
+    config_name = _FROM_CONFIG.get(key)
+    if config_name is None:
+        return _NOTHING
+    value = conf.get(config_name)
+    if value is None and key in ("acks_on_failure", "acks_on_timeout"):
+        # Celery 5.7 derives these from task_acks_on_failure_or_timeout.
+        fallback = conf.get("task_acks_on_failure_or_timeout")
+        return True if fallback is None else fallback
+    return value
+
+
+_NOTHING = object()
 
 
 def _apply_policy(task: Task[Any, Any], policy: Mapping[str, Any], conf: Mapping[str, Any]) -> None:
@@ -372,12 +388,17 @@ def _apply_policy(task: Task[Any, Any], policy: Mapping[str, Any], conf: Mapping
         add_autoretry_behaviour(task)
 
 
+#: Transport options prioroute sets for apps that do not set them themselves.
+_USERS_WIN = ("visibility_timeout", "unacked_restore_throttle")
+
+
 def _merged_options(user: Mapping[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:
-    """The app's transport options with prioroute's; the app's own visibility timeout is
-    kept (``_conflicts`` has refused one that is too short)."""
+    """The app's transport options with prioroute's; the app's own visibility timeout
+    (``_conflicts`` has refused one that is too short) and restore throttle are kept."""
     merged = {**user, **ours}
-    if "visibility_timeout" in ours and "visibility_timeout" in user:
-        merged["visibility_timeout"] = user["visibility_timeout"]
+    for key in _USERS_WIN:
+        if key in ours and key in user:
+            merged[key] = user[key]
     return merged
 
 
@@ -526,7 +547,7 @@ def _conflicts(
             minimum = profile.minimum_visibility_timeout(registry.tiers) or value
             if user_options.get(key, minimum) < minimum:
                 conflicts.append(_visibility_message(user_options[key], minimum, registry))
-        elif key != "visibility_timeout" and key in user_options and user_options[key] != value:
+        elif key not in _USERS_WIN and key in user_options and user_options[key] != value:
             conflicts.append(
                 f"broker_transport_options[{key!r}] = {user_options[key]!r}: prioroute sets "
                 f"{value!r} because it {REASONS['broker_transport_options']}; remove the option"

@@ -54,7 +54,8 @@ def deliveries(headers: Any) -> int:
 
 
 class GuardedRequest(Request):
-    """Celery's request, counting the deliveries of a message whose worker process died.
+    """Celery's request, counting deliveries of a message whose worker process died or
+    whose hard time limit stopped it.
 
     Where Celery would requeue the message, this republishes it to the same exchange and
     routing key, with the same priority and a ``prioroute_deliveries`` header one higher,
@@ -64,16 +65,22 @@ class GuardedRequest(Request):
     nothing is lost.
     """
 
-    _prioroute_failure: BaseException | None = None
+    _prioroute_failure: str | None = None
 
     def on_failure(
         self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False
     ) -> Any:
         failure = exc_info.exception
-        self._prioroute_failure = getattr(failure, "exc", failure)  # ExceptionWithTraceback
+        failure = getattr(failure, "exc", failure)  # ExceptionWithTraceback
+        self._prioroute_failure = f"{type(failure).__name__}: {failure}"
         return super().on_failure(
             exc_info, send_failed_event=send_failed_event, return_ok=return_ok
         )
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if not soft:
+            self._prioroute_failure = f"TimeLimitExceeded: hard time limit of {timeout:g} s"
+        super().on_timeout(soft, timeout)
 
     def reject(self, requeue: bool = False) -> None:
         limit = getattr(self.task, "prioroute_max_deliveries", None)
@@ -103,8 +110,8 @@ class GuardedRequest(Request):
 
     def _dead_letter(self, message: Message, count: int) -> None:
         failure = self._prioroute_failure
-        reason = f"delivered {count} times and its worker process died each time" + (
-            f" (last: {type(failure).__name__}: {failure})" if failure is not None else ""
+        reason = f"delivered {count} times and never completed" + (
+            f" (last: {failure})" if failure is not None else ""
         )
         queue = dead_letter(self.task.app, message, reason, count)
         logger.error(

@@ -263,6 +263,10 @@ class BrokerProfile:
             options["priority_steps"] = list(range(max(priorities.values()) + 1))
             options["sep"] = REDIS_SEP
             options["queue_order_strategy"] = "priority"
+            # Look for a dead worker's unacknowledged tasks every unacked_restore_interval
+            # (10 s), not every tenth one: with a short visibility_timeout they come back
+            # in seconds, not in a minute and a half.
+            options["unacked_restore_throttle"] = 1
         timeout = self.visibility_timeout_for(tiers)
         if timeout is not None:
             options["visibility_timeout"] = timeout

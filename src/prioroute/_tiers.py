@@ -201,6 +201,11 @@ class Tier:
         options = self.retry.task_options()
         options["acks_late"] = self.acks_late
         options["reject_on_worker_lost"] = self.reject_on_worker_lost
+        if self.acks_late and self.reject_on_worker_lost:
+            # Celery 5.7+: a task stopped by its hard time limit is requeued, not
+            # acknowledged as failed. A worker that lost the broker stops its tasks and
+            # their time limits fire then: acknowledged, they would be lost on Redis.
+            options["acks_on_timeout"] = False
         for key in ("time_limit", "soft_time_limit", "rate_limit"):
             value = getattr(self, key)
             if value is not None:
