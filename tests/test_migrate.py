@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import prioroute
 from prioroute import Migration, MigrationError, Registry
 from prioroute._cli import _migration_text, main
-from prioroute._migrate import _from_redis
+from prioroute._migrate import _decodes, _from_redis, _Message
 
 
 @pytest.fixture(name="app")
@@ -159,3 +159,18 @@ class TestCli:
         assert result.exit_code == 3, result.output
         assert "cannot reach the source broker at amqp://a:**@127.0.0.1:1//" in result.output
         assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "encoding", "decodes"),
+    [
+        (b"[[1], {}, {}]", "application/json", "utf-8", True),
+        (b"{not json", "application/json", "utf-8", False),
+        (b"[]", "application/json", "no-such-codec", False),
+        (b"\x80\x04", "application/x-python-serialize", "binary", True),
+    ],
+)
+def test_bodies_that_do_not_decode_are_not_moved(
+    body: bytes, content_type: str, encoding: str, decodes: bool
+) -> None:
+    assert _decodes(_Message(body, {"task": "t"}, {}, content_type, encoding)) is decodes

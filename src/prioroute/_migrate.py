@@ -144,6 +144,8 @@ class _Router:
             return "unplaceable: not a Celery task message (no 'task' header)"
         if name not in self.tasks:
             return f"unplaceable: no task {name!r} in app {self.app.main!r}"
+        if not _decodes(message):
+            return f"unplaceable: its {message.content_type} body does not decode"
         registration = self.registry.lookup(name)
         tier = registration.tier if registration is not None else "-"
         if self.tiers is not None and tier not in self.tiers:
@@ -151,6 +153,17 @@ class _Router:
         route = self.app.amqp.router.route({}, name)
         queue: Queue = route["queue"]
         return tier, queue, route.get("priority")
+
+
+def _decodes(message: _Message) -> bool:
+    """Whether a worker could decode the body: JSON is checked, other types trusted."""
+    if message.content_type != "application/json":
+        return True
+    try:
+        json.loads(message.body.decode(message.content_encoding or "utf-8"))
+    except (ValueError, LookupError):
+        return False
+    return True
 
 
 def _publish(producer: Any, message: _Message, queue: Queue, priority: int | None) -> None:

@@ -151,6 +151,14 @@ def test_redis_backlog_moves_to_rabbitmq_and_critical_starts_first(
     on_redis = apps.load(apps.redis_url)
     published = _publish_backlog(on_redis, TASKS)
     on_redis.app.send_task("it.no_such_task", args=(1,))  # stays: the app has no such task
+    with on_redis.app.producer_or_acquire() as producer:  # stays: no worker could decode it
+        producer.publish(
+            b"{not json",
+            routing_key=apps.queue,
+            headers={"task": "it.low", "id": "bad-body"},
+            content_type="application/json",
+            content_encoding="utf-8",
+        )
     on_rabbit = apps.load(apps.amqp_url)
 
     result = prioroute.migrate(on_rabbit.app, apps.redis_url)
@@ -158,8 +166,11 @@ def test_redis_backlog_moves_to_rabbitmq_and_critical_starts_first(
     print(f"\nmigrated {result.total} in {result.seconds:.2f} s: {result.as_dict()}")
     assert result.moved == {apps.queue: TASKS}
     assert result.tiers == {"low": 800, "critical": 200}
-    assert result.unplaceable == {"no task 'it.no_such_task' in app 'prio_it'": 1}
-    assert apps.redis_depth() == 1
+    assert result.unplaceable == {
+        "no task 'it.no_such_task' in app 'prio_it'": 1,
+        "its application/json body does not decode": 1,
+    }
+    assert apps.redis_depth() == 2
     assert apps.inflight() == 0
     assert sorted(apps.amqp_ids()) == sorted(published)
 
