@@ -249,6 +249,9 @@ def _format_option(*choices: str, help: str = "Output format.") -> Callable[[_F]
 
 #: The APP argument; optional because ``-A`` or ``celery -A`` may give it instead.
 _app_argument = click.argument("app_spec", metavar="APP", required=False)
+_timeout_option = click.option(
+    "--timeout", type=float, default=5.0, show_default=True, help="Seconds to connect."
+)
 
 
 @main.command()
@@ -449,7 +452,7 @@ def _verify_fix(state: QueueState) -> str:
 @main.command()
 @_app_argument
 @_format_option("text", "json")
-@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to connect.")
+@_timeout_option
 @click.pass_context
 def verify(ctx: click.Context, app_spec: str | None, fmt: str, timeout: float) -> None:
     """Check the live broker against APP's queues: exist, same arguments, consumed.
@@ -583,7 +586,7 @@ def _dead_text(letters: list[DeadLetter]) -> str:
 )
 @click.option("--requeue-all", is_flag=True, help="Publish every dead-lettered task again.")
 @_format_option("text", "json")
-@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to connect.")
+@_timeout_option
 @click.pass_context
 def dead(
     ctx: click.Context,
@@ -679,7 +682,7 @@ def _migration_text(result: Migration) -> str:
     help="RabbitMQ: recreate APP's queue QUEUE with prioroute's arguments, keeping its tasks.",
 )
 @_format_option("text", "json")
-@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to connect.")
+@_timeout_option
 @click.pass_context
 def migrate_command(
     ctx: click.Context,
