@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,8 +85,12 @@ class TestBrokerErrors:
     """Unreachable brokers and wrong credentials: one clear line, password masked, exit 3."""
 
     @pytest.fixture(autouse=True)
-    def _closed_port(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def _closed_port(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.setenv("ANSFLOW_BROKER_URL", "amqp://ops:s3cret-pw@127.0.0.1:1//")
+        sys.modules.pop("examples.ansflow", None)
+        sys.modules.pop("examples.ansflow.tasks", None)
+        yield
+        # Later tests import the example with its own broker URL again.
         sys.modules.pop("examples.ansflow", None)
         sys.modules.pop("examples.ansflow.tasks", None)
 
