@@ -24,16 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from tests._ci import unavailable
+
 INSTALL = "apt-get install -y rabbitmq-server redis-server"
 START_TIMEOUT = 90.0  # seconds; a node boots in ~5 s, the bound only stops a hung start
 STOP_TIMEOUT = 60.0
-
-
-def unavailable(message: str) -> None:
-    """Fail under CI, skip elsewhere."""
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def require(*binaries: str) -> None:

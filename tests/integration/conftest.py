@@ -25,6 +25,7 @@ import pytest
 from kombu import Connection
 
 import prioroute
+from tests._ci import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.integration.prio_app"
@@ -51,9 +52,7 @@ def _require(name: str, url: str, variable: str) -> str:
             f"{name} is not reachable at {url} ({problem}); start it with "
             f"`scripts/brokers up` or set {variable}"
         )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     return url
 
 
@@ -129,6 +128,25 @@ def _cleanup(module: ModuleType, url: str) -> None:
             channel.exchange_delete(name)
 
 
+def import_app(
+    monkeypatch: pytest.MonkeyPatch, url: str, scenario: Scenario, queue: str, log: Path
+) -> ModuleType:
+    """``prio_app`` imported afresh for *scenario* on the broker at *url*, around *queue*,
+    its tasks writing to *log*; the environment stays set for the workers and the CLI."""
+    for key, value in {
+        "BROKER": url,
+        "MODE": scenario.mode,
+        "PROFILE": scenario.profile,
+        "TOPOLOGY": scenario.topology,
+        "TIERS": scenario.tiers,
+        "QUEUE": queue,
+        "LOG": str(log),
+    }.items():
+        monkeypatch.setenv(f"PRIOROUTE_IT_{key}", value)
+    sys.modules.pop(APP, None)
+    return importlib.import_module(APP)
+
+
 @pytest.fixture(name="it_app")
 def _it_app(
     scenario: Scenario,
@@ -137,15 +155,9 @@ def _it_app(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[ModuleType]:
     url = request.getfixturevalue("redis_url" if scenario.broker == "redis" else "amqp_url")
-    monkeypatch.setenv("PRIOROUTE_IT_BROKER", url)
-    monkeypatch.setenv("PRIOROUTE_IT_MODE", scenario.mode)
-    monkeypatch.setenv("PRIOROUTE_IT_PROFILE", scenario.profile)
-    monkeypatch.setenv("PRIOROUTE_IT_TOPOLOGY", scenario.topology)
-    monkeypatch.setenv("PRIOROUTE_IT_TIERS", scenario.tiers)
-    monkeypatch.setenv("PRIOROUTE_IT_QUEUE", f"prioroute-it-{uuid.uuid4().hex[:8]}")
-    monkeypatch.setenv("PRIOROUTE_IT_LOG", str(tmp_path / "starts.log"))
-    sys.modules.pop(APP, None)
-    module = importlib.import_module(APP)
+    module = import_app(
+        monkeypatch, url, scenario, f"prioroute-it-{uuid.uuid4().hex[:8]}", tmp_path / "starts.log"
+    )
     yield module
     module.app.close()
     _cleanup(module, url)

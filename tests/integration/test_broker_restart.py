@@ -16,7 +16,6 @@ itself.
 
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ import pytest
 from kombu.exceptions import OperationalError
 
 from ._servers import RabbitNode, RedisServer, require
-from .conftest import APP, Scenario, lines_of, scenarios
+from .conftest import APP, Scenario, import_app, lines_of, scenarios
 
 pytestmark = pytest.mark.broker
 
@@ -86,15 +85,8 @@ def _restart_app(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[ModuleType]:
     """``prio_app`` on the scenario's own broker (``it_app`` takes the shared brokers)."""
-    monkeypatch.setenv("PRIOROUTE_IT_BROKER", server.url)
-    monkeypatch.setenv("PRIOROUTE_IT_MODE", scenario.mode)
-    monkeypatch.setenv("PRIOROUTE_IT_PROFILE", scenario.profile)
-    monkeypatch.setenv("PRIOROUTE_IT_TOPOLOGY", scenario.topology)
-    monkeypatch.setenv("PRIOROUTE_IT_TIERS", scenario.tiers)
-    monkeypatch.setenv("PRIOROUTE_IT_QUEUE", f"prioroute-restart-{uuid.uuid4().hex[:8]}")
-    monkeypatch.setenv("PRIOROUTE_IT_LOG", str(tmp_path / "starts.log"))
-    sys.modules.pop(APP, None)
-    module = importlib.import_module(APP)
+    queue = f"prioroute-restart-{uuid.uuid4().hex[:8]}"
+    module = import_app(monkeypatch, server.url, scenario, queue, tmp_path / "starts.log")
     yield module
     module.app.close()
     sys.modules.pop(APP, None)

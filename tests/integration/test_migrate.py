@@ -6,7 +6,6 @@ start is stopped by PID, every queue and key they create is deleted.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -26,7 +25,7 @@ from kombu import Connection, Queue
 import prioroute
 from prioroute._migrate import INFLIGHT
 
-from .conftest import APP, CONCURRENCY, ROOT, wait_for
+from .conftest import APP, CONCURRENCY, ROOT, Scenario, import_app, wait_for
 
 pytestmark = [
     pytest.mark.broker,
@@ -52,18 +51,10 @@ class Apps:
 
     def load(self, url: str, mode: str = "prioroute") -> ModuleType:
         """The app on *url*; the environment stays set for workers and the CLI."""
-        for key, value in {
-            "PRIOROUTE_IT_BROKER": url,
-            "PRIOROUTE_IT_MODE": mode,
-            "PRIOROUTE_IT_PROFILE": "",
-            "PRIOROUTE_IT_TOPOLOGY": "",
-            "PRIOROUTE_IT_TIERS": "",
-            "PRIOROUTE_IT_QUEUE": self.queue,
-            "PRIOROUTE_IT_LOG": str(self.log),
-        }.items():
-            self.monkeypatch.setenv(key, value)
-        sys.modules.pop(APP, None)
-        module = importlib.import_module(APP)
+        scenario = Scenario(
+            f"{mode} on {url}", "redis" if url.startswith("redis") else "amqp", mode
+        )
+        module = import_app(self.monkeypatch, url, scenario, self.queue, self.log)
         self.loaded.append(module)
         return module
 
