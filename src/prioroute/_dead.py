@@ -11,7 +11,7 @@ from celery import Celery
 from kombu import Connection, Message, Queue
 
 from ._guard import DEAD_AT, DEAD_FROM, DEAD_REASON, DELIVERIES, deliveries, republish
-from ._operate import _connect, _expected
+from ._operate import _connect, _expected, waiting_messages
 from ._profiles import dead_letter_queue
 
 __all__ = ["DeadLetter", "dead_letters", "requeue_dead"]
@@ -124,14 +124,7 @@ def _messages(app: Celery, timeout: float) -> Iterator[Iterator[_Letter]]:
 
         def read() -> Iterator[_Letter]:
             for queue, limit in _dead_queues(app):
-                channel = connection.channel()
-                bound = queue.bind(channel)
-                try:
-                    if connection.transport.driver_type != "redis":
-                        bound.queue_declare(passive=True)
-                except connection.channel_errors:  # no such queue: nothing was dead-lettered
-                    continue
-                while (message := bound.get(no_ack=False)) is not None:
+                for message in waiting_messages(connection, queue):
                     yield DeadLetter.of(queue.name, message, limit), message
 
         yield read()

@@ -24,7 +24,7 @@ from kombu import Connection, Exchange, Queue
 from kombu.utils.url import maybe_sanitize_url
 
 from ._errors import MigrationError
-from ._operate import BrokerUnreachable, _connect
+from ._operate import BrokerUnreachable, _connect, waiting_messages
 from ._profiles import REDIS_SEP
 
 __all__ = ["INFLIGHT", "Migration", "migrate", "recreate_queue"]
@@ -95,8 +95,8 @@ def _from_redis(payload: bytes, key: str) -> _Message:
     try:
         data = json.loads(payload)
     except ValueError:
-        return _Message(payload, {}, {}, "application/octet-stream", "binary", (key, payload))
-    if not isinstance(data, dict):
+        data = None
+    if not isinstance(data, dict):  # not kombu's format: no task, so it stays where it is
         return _Message(payload, {}, {}, "application/octet-stream", "binary", (key, payload))
     properties = data.get("properties") or {}
     body = data.get("body") or ""
@@ -112,6 +112,14 @@ def _from_redis(payload: bytes, key: str) -> _Message:
         data.get("content-encoding") or "utf-8",
         (key, payload),
     )
+
+
+@attrs.frozen
+class _Skip:
+    """Why a message stays in the source; *placeable*: it could move, but was not asked to."""
+
+    reason: str
+    placeable: bool
 
 
 class _Router:
@@ -137,19 +145,19 @@ class _Router:
         self.tasks = learn_task_names(app, registry)
         self.tiers = None if tiers is None else frozenset(tiers)
 
-    def place(self, message: _Message) -> tuple[str, Queue, int | None] | str:
-        """(tier, queue, priority), or why the message cannot be placed (a reason)."""
+    def place(self, message: _Message) -> tuple[str, Queue, int | None] | _Skip:
+        """(tier, queue, priority), or why the message stays in the source."""
         name = message.task
         if name is None:
-            return "unplaceable: not a Celery task message (no 'task' header)"
+            return _Skip("not a Celery task message (no 'task' header)", placeable=False)
         if name not in self.tasks:
-            return f"unplaceable: no task {name!r} in app {self.app.main!r}"
+            return _Skip(f"no task {name!r} in app {self.app.main!r}", placeable=False)
         if not _decodes(message):
-            return f"unplaceable: its {message.content_type} body does not decode"
+            return _Skip(f"its {message.content_type} body does not decode", placeable=False)
         registration = self.registry.lookup(name)
         tier = registration.tier if registration is not None else "-"
         if self.tiers is not None and tier not in self.tiers:
-            return f"left: tier {tier!r} not selected"
+            return _Skip(f"tier {tier!r} not selected", placeable=True)
         route = self.app.amqp.router.route({}, name)
         queue: Queue = route["queue"]
         return tier, queue, route.get("priority")
@@ -263,8 +271,8 @@ def migrate(
         if not dry_run:
             for message in reader.recover():
                 placed = router.place(message)
-                if isinstance(placed, str):  # the app changed since: keep it in flight
-                    unplaceable[f"in flight: {placed.partition(': ')[2]}"] += 1
+                if isinstance(placed, _Skip):  # the app changed since: keep it in flight
+                    unplaceable[f"in flight: {placed.reason}"] += 1
                     continue
                 _publish(producer, message, placed[1], placed[2])
                 reader.done(message)
@@ -272,10 +280,8 @@ def migrate(
         for name in names:
             for message in reader.messages(name):
                 placed = router.place(message)
-                if isinstance(placed, str):
-                    (unplaceable if placed.startswith("unplaceable") else left)[
-                        placed.partition(": ")[2]
-                    ] += 1
+                if isinstance(placed, _Skip):
+                    (left if placed.placeable else unplaceable)[placed.reason] += 1
                     continue
                 tier, queue, priority = placed
                 if same_broker and queue.name == name:
@@ -335,14 +341,8 @@ class _AmqpSource(_Source):
         self.connection = connection
 
     def messages(self, name: str) -> Iterator[_Message]:
-        channel = self.connection.channel()
-        try:
-            bound = Queue(name, no_declare=True).bind(channel)
-            bound.queue_declare(passive=True)
-        except self.connection.channel_errors:  # no such queue
-            return
-        while (raw := bound.get(no_ack=False)) is not None:
-            message = _Message(
+        for raw in waiting_messages(self.connection, Queue(name, no_declare=True)):
+            yield _Message(
                 raw.body if isinstance(raw.body, bytes) else str(raw.body).encode(),
                 dict(raw.headers or {}),
                 dict(raw.properties or {}),
@@ -350,7 +350,6 @@ class _AmqpSource(_Source):
                 raw.content_encoding or "utf-8",
                 raw,
             )
-            yield message
 
     def done(self, message: _Message) -> None:
         message.token.ack()

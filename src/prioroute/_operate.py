@@ -21,7 +21,7 @@ from typing import Any, Literal
 import attrs
 from celery import Celery, Task
 from celery.signals import before_task_publish, task_prerun
-from kombu import Connection, Consumer, Queue
+from kombu import Connection, Consumer, Message, Queue
 from kombu.utils.url import maybe_sanitize_url
 
 from ._errors import PriorouteError
@@ -138,6 +138,19 @@ def _connect(
             "the URL's host, port and credentials are right"
         ) from None
     return connection
+
+
+def waiting_messages(connection: Connection, queue: Queue) -> Iterator[Message]:
+    """Every message waiting in *queue*, taken unacknowledged: those not acknowledged go
+    back to the queue when the connection closes. Nothing if the queue does not exist."""
+    bound = queue.bind(connection.channel())
+    if connection.transport.driver_type != "redis":  # on Redis a missing list is empty
+        try:
+            bound.queue_declare(passive=True)
+        except connection.channel_errors:
+            return
+    while (message := bound.get(no_ack=False)) is not None:
+        yield message
 
 
 def probe_queues(
